@@ -320,6 +320,7 @@ def convert_checkpoint(
     checkpoint,
     text_model_dir,
     output_dir=None,
+    *,
     vision_num_attention_heads: int | None = None,
     decoder_num_attention_heads: int | None = None,
     layer_norm_eps: float = 1e-6,
@@ -401,8 +402,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         model = convert_checkpoint(
-            args.checkpoint, args.text_model_dir, args.output_dir, args.vision_num_attention_heads,
-            args.decoder_num_attention_heads, args.layer_norm_eps, args.max_length,
+            args.checkpoint,
+            args.text_model_dir,
+            args.output_dir,
+            vision_num_attention_heads=args.vision_num_attention_heads,
+            decoder_num_attention_heads=args.decoder_num_attention_heads,
+            layer_norm_eps=args.layer_norm_eps,
+            max_length=args.max_length,
         )
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
