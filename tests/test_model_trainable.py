@@ -102,7 +102,8 @@ def test_policy_is_structural_and_reapplied():
 def test_inference_model_counts():
     with torch.device("meta"):
         model = AltaModel(AltaConfig())
-    trainable, total = model.trainable_parameter_counts()
-    # the pre-training model minus the decoder, the MLM head, the image->text map and the missing-view token
-    assert total == 242_177_854 - (31_458_048 - 151_296 + 151_296) - 622_650 - 590_592 - 150_528
-    assert trainable == 18_333_502 - (12_288 + 2_362_368 + 590_592 + 768 + 1_536) - 622_650
+    # the pre-training model minus the decoder (31,458,048), the MLM head, the image->text map and the
+    # missing-view token; trainable minus the decoder's and the MLM head's trainable parts
+    assert model.trainable_parameter_counts() == (14_743_300, 209_356_036)
+    assert 242_177_854 - 31_458_048 - 622_650 - 590_592 - 150_528 == 209_356_036
+    assert 18_333_502 - (12_288 + 2_362_368 + 590_592 + 768 + 1_536) - 622_650 == 14_743_300

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import torch
 from factories import perturb_parameters_, tiny_alta_config
@@ -13,11 +14,13 @@ from safetensors.torch import save_file
 
 from modeling_alta import AltaForPreTraining
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 # Runs with `python -I` (no PYTHONPATH, no user site, no script/cwd entry) from a directory outside the repository;
 # an editable install of the repository would still be importable, so its packages are blocked explicitly.
 _CHILD = textwrap.dedent(
     """
-    import json, sys
+    import json, os, sys
     for name in ("modeling_alta", "processing"):
         sys.modules[name] = None  # any import of the repository's packages raises ImportError
     import torch
@@ -42,7 +45,7 @@ _CHILD = textwrap.dedent(
         "text": torch.equal(text, expected["text"]),
         "image_pretraining": torch.equal(image_pretraining, expected["image"]),
         "trainable": list(pretraining.trainable_parameter_counts()),
-        "repo_importable": any(p for p in sys.path if "modeling_alta" in p),
+        "repo_on_path": any(os.path.abspath(p or os.curdir).startswith(sys.argv[2]) for p in sys.path),
     }))
     """
 )
@@ -79,7 +82,7 @@ def test_saved_folder_loads_as_remote_code_in_a_fresh_process(tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
     env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "hf_modules"))
     result = subprocess.run(
-        [sys.executable, "-I", "-c", _CHILD, str(elsewhere / "alta-tiny")],
+        [sys.executable, "-I", "-c", _CHILD, str(elsewhere / "alta-tiny"), str(REPO_ROOT)],
         cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -89,4 +92,4 @@ def test_saved_folder_loads_as_remote_code_in_a_fresh_process(tmp_path):
     assert report["pretraining"].endswith(".AltaForPreTraining")
     assert report["image"] and report["text"] and report["image_pretraining"]
     assert report["trainable"] == list(model.trainable_parameter_counts())
-    assert not report["repo_importable"]
+    assert not report["repo_on_path"]
