@@ -332,9 +332,11 @@ class AltaModel(AltaPreTrainedModel):
         what = f"[{leading_what}, {vision.num_channels}, {vision.image_size}, {vision.image_size}]"
         _check_shape(pixel_values, name, expected, what)
 
-    def slot_embedding(self, slot: int) -> torch.Tensor:
-        """View + temporal embedding of view slot `slot` (0 = current frontal), shape `(vision_hidden_size,)`."""
-        return self.view_embedding[slot % 2] + self.temporal_embedding[slot // 2]
+    def slot_embeddings(self, num_slots: int) -> torch.Tensor:
+        """View + temporal embedding of view slots `0 .. num_slots - 1` (slot t: view t % 2, time point t // 2),
+        shape `(num_slots, vision_hidden_size)`; slot 0 is the current frontal view."""
+        slots = torch.arange(num_slots, device=self.view_embedding.device)
+        return self.view_embedding[slots % 2] + self.temporal_embedding[slots // 2]
 
     def vision_encoder(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Run the ViT layers and the final LayerNorm on token embeddings `(batch, tokens, hidden)`."""
@@ -350,7 +352,7 @@ class AltaModel(AltaPreTrainedModel):
         positions = embeddings.position_embeddings
         patches = embeddings.patch_embeddings(pixel_values) + positions[:, 1:]
         cls = (embeddings.cls_token + positions[:, :1]).expand(patches.shape[0], -1, -1)
-        tokens = torch.cat([cls, patches], dim=1) + self.slot_embedding(0)
+        tokens = torch.cat([cls, patches], dim=1) + self.slot_embeddings(1)[0]
         return self.vision_encoder(tokens)
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -393,7 +395,6 @@ class AltaModel(AltaPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.FloatTensor | None = None,
         return_loss: bool = False,
-        **kwargs,
     ) -> AltaOutput:
         if input_ids is None or pixel_values is None:
             raise ValueError("AltaModel.forward needs both input_ids and pixel_values")
@@ -481,6 +482,18 @@ class AltaForPreTraining(AltaPreTrainedModel):
     def set_adapter_state_dict(self, state_dict: dict, adapter_name: str | None = None) -> None:
         self.alta.set_adapter_state_dict(state_dict, adapter_name)
 
+    def unpatchify(self, patches: torch.Tensor) -> torch.Tensor:
+        """Reconstruction patches `(B, N, p * p * C)` ((row, column, channel) order inside a patch, e.g.
+        `reconstruction_logits`) -> images `(B, C, reconstruction_image_size, reconstruction_image_size)`. With
+        `norm_pix_loss` the predictions are per-patch normalised pixels."""
+        config = self.config
+        patch, channels = config.reconstruction_patch_size, config.vision_config.num_channels
+        grid = config.reconstruction_image_size // patch
+        _check_shape(patches, "patches", (None, grid * grid, patch * patch * channels),
+                     f"[batch, {grid * grid}, {patch * patch * channels}]")
+        images = patches.reshape(-1, grid, grid, patch, patch, channels).permute(0, 5, 1, 3, 2, 4)
+        return images.reshape(-1, channels, grid * patch, grid * patch)
+
     def _check_inputs(self, pixel_values, view_mask, target_pixel_values, input_ids, attention_mask,
                       mlm_input_ids, mlm_labels, noise) -> None:
         config = self.config
@@ -528,8 +541,7 @@ class AltaForPreTraining(AltaPreTrainedModel):
         )
         cls = (embeddings.cls_token + positions[:, :1]).expand(kept.shape[0], -1, -1)
         tokens = torch.cat([cls, kept], dim=1).unflatten(0, (batch, slots))
-        slot_embeddings = torch.stack([self.alta.slot_embedding(slot) for slot in range(slots)])
-        tokens = tokens + slot_embeddings[None, :, None, :]
+        tokens = tokens + self.alta.slot_embeddings(slots)[None, :, None, :]
         hidden_states = self.alta.vision_encoder(tokens.flatten(0, 1)).unflatten(0, (batch, slots))
         return hidden_states, mask.unflatten(0, (batch, slots)), ids_restore.unflatten(0, (batch, slots))
 
@@ -543,7 +555,6 @@ class AltaForPreTraining(AltaPreTrainedModel):
         mlm_input_ids: torch.LongTensor,
         mlm_labels: torch.LongTensor,
         noise: torch.FloatTensor | None = None,
-        **kwargs,
     ) -> AltaForPreTrainingOutput:
         r"""
         pixel_values (`(B, S, C, H, W)`): view slots [current frontal, current lateral, prior frontal, prior lateral];

@@ -9,6 +9,7 @@ from safetensors import safe_open
 from transformers import AutoModel, AutoModelForPreTraining
 
 from modeling_alta import AltaForPreTraining
+from modeling_alta.losses_alta import patchify
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +187,12 @@ def test_gradient_checkpointing_gives_the_same_gradients(batch):
     assert set(checkpointed) == set(plain) == {n for n, p in model.named_parameters() if p.requires_grad}
     for name, grad in plain.items():
         torch.testing.assert_close(checkpointed[name], grad, rtol=1e-5, atol=1e-7)
+
+
+def test_unpatchify_inverts_the_reconstruction_patch_order(model):
+    target = torch.randn(2, 3, 448, 448)
+    patches = patchify(target, model.config.reconstruction_patch_size)
+    assert patches.shape == (2, 196, 3072)
+    # (row, column, channel) inside a patch: the first values of patch 0 are pixel (0, 0)'s three channels
+    assert torch.equal(patches[0, 0, :3], target[0, :, 0, 0])
+    assert torch.equal(model.unpatchify(patches), target)
