@@ -361,10 +361,11 @@ def _frontal_density(anatomy: Anatomy, finding: Finding, x: np.ndarray, y: np.nd
         density -= 0.10 * bubble * abdomen
 
     # lungs: ellipse per hemithorax, cut by the dome below and the mediastinum medially
-    lung = (_ramp(_ellipse_margin(xs, y, anatomy.lung_center_x, anatomy.lung_center_y,
-                                  anatomy.lung_radius_x, anatomy.lung_radius_y), soft)
-            * _ramp(dome - y, soft)
-            * _ramp(xs - anatomy.mediastinum_half_width, soft))
+    lung_margin = _ellipse_margin(xs, y, anatomy.lung_center_x, anatomy.lung_center_y,
+                                  anatomy.lung_radius_x, anatomy.lung_radius_y)
+    lung = _ramp(lung_margin, soft) * _ramp(dome - y, soft) * _ramp(xs - anatomy.mediastinum_half_width, soft)
+    # the lung is thin at its edges, so less air shows there than in its middle
+    lung_depth = 0.55 + 0.45 * np.clip(lung_margin * (1.0 / 0.12), 0.0, 1.0)
 
     # mediastinum, heart (the right border is shorter than the left), aortic knob; below the diaphragm
     # they merge with the abdomen, as the cardiac silhouette does on a radiograph
@@ -398,7 +399,7 @@ def _frontal_density(anatomy: Anatomy, finding: Finding, x: np.ndarray, y: np.nd
         # no lung tissue in the pleural space (darker), a denser collapsed lung, a thin visceral pleural line
         density += -0.08 * pleural_air + 0.05 * line * air
         density += 0.05 * float(finding.severity) * (air - pleural_air) * _side_mask(x, finding.side)
-    density -= 0.24 * air
+    density -= 0.26 * air * lung_depth
     density += 0.07 * _lung_markings(anatomy, vessel_field, x, xs, y) * air * markings
 
     # bones: posterior ribs (arcs falling laterally), fainter anterior ribs, spine, clavicles, humeri
@@ -547,8 +548,10 @@ def render_lateral(anatomy: Anatomy, finding: Finding, rng: np.random.Generator,
     abdomen = _ramp(y - dome, soft) * body
     density += 0.10 * abdomen
     chest_cy = anatomy.lung_center_y - 0.22
-    chest = _ramp(_ellipse_margin(x, y, 0.04, chest_cy, depth - 0.14, 0.80), soft)
+    chest_margin = _ellipse_margin(x, y, 0.04, chest_cy, depth - 0.14, 0.80)
+    chest = _ramp(chest_margin, soft)
     lung = chest * _ramp(dome - y, soft)
+    lung_depth = 0.55 + 0.45 * np.clip(chest_margin * (1.0 / 0.15), 0.0, 1.0)
 
     # heart: anterior and inferior, resting on the diaphragm; grows backwards and upwards with cardiomegaly
     grow = cardiothoracic_ratio(anatomy, finding) / 0.44
@@ -574,7 +577,7 @@ def render_lateral(anatomy: Anatomy, finding: Finding, rng: np.random.Generator,
         cx, cy = centers[finding.lobe or "lower"]
         blob = 1.0 - np.hypot(x - cx, y - cy) / (0.17 + 0.17 * sev) + 0.35 * _sample_field(patch_field, x, y)
         air = air * (1.0 - (0.5 + 0.35 * sev) * _ramp(blob, 0.3) * lung)
-    density -= 0.20 * air
+    density -= 0.22 * air * lung_depth
     vessels = np.clip(1.0 - np.abs(_sample_field(_patient_field(anatomy.texture_seed, True), x, y)) * 2.5, 0.0, 1.0) ** 2
     density += 0.04 * vessels * air
     trachea = _ramp(0.035 - _segment_distance(x, y, -0.05, -1.3, 0.08, chest_cy - 0.15), soft)

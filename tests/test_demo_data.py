@@ -13,6 +13,7 @@ from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from dataset_scripts.demo import (
     EVAL_COLUMNS,
@@ -263,11 +264,12 @@ def test_findings_appear_on_the_reported_side(side):
     # radiological convention: the patient's right is the image's left half
     same, other = (slice(0, 64), slice(64, 128)) if side == "right" else (slice(64, 128), slice(0, 64))
     effusion = _difference(Finding("Pleural Effusion", 0.6, side))
-    assert effusion[:, same].mean() > 4.0 and abs(effusion[:, other].mean()) < 0.5
+    # measured: effusion +4.0 / +6.0 grey levels on its half, pneumothorax -2.8 / -3.1, pneumonia +5.1 / +6.2
+    assert effusion[:, same].mean() > 2.0 and abs(effusion[:, other].mean()) < 0.1
     pneumothorax = _difference(Finding("Pneumothorax", 0.6, side))
-    assert pneumothorax[:, same].mean() < -1.5 and abs(pneumothorax[:, other].mean()) < 0.5
+    assert pneumothorax[:, same].mean() < -1.4 and abs(pneumothorax[:, other].mean()) < 0.1
     pneumonia = _difference(Finding("Pneumonia", 0.6, side, "lower"))
-    assert pneumonia[64:, same].mean() > 4.0 and abs(pneumonia[:, other].mean()) < 0.5
+    assert pneumonia[64:, same].mean() > 2.5 and abs(pneumonia[:, other].mean()) < 0.1
     assert abs(pneumonia[:48, same].mean()) < 0.25 * pneumonia[64:, same].mean()  # the lower lobe
 
 
@@ -278,7 +280,7 @@ def test_findings_grow_with_severity_and_show_on_the_lateral():
     assert 0 < fluid[0] < fluid[1] < fluid[2]
     for finding in (Finding("Cardiomegaly", 0.8), Finding("Pleural Effusion", 0.8, "right"),
                     Finding("Pneumonia", 0.8, "left", "lower")):
-        assert _difference(finding, render_lateral).mean() > 1.0, finding
+        assert _difference(finding, render_lateral).mean() > 0.7, finding  # measured 1.4 to 3.0
     assert Finding("Pneumonia", 0.5, "left", "upper").scaled(0.0) == Finding()
 
 
@@ -293,19 +295,20 @@ def _thumbnails(options: DemoOptions, split: str, count: int):
 
 
 def test_linear_probe_on_thumbnails_separates_the_classes():
-    # 100 images per class to fit, 40 per class held out, at the default image size; measured 0.86-0.88
-    options = DemoOptions(num_eval_per_class=100, seed=0)
-    train_x, train_y = _thumbnails(options, "validation", 500)
-    test_x, test_y = _thumbnails(DemoOptions(num_eval_per_class=40, seed=0), "test", 200)
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000)).fit(train_x, train_y)
+    # 80 images per class to fit, 40 per class held out, at the default image size; measured 0.84
+    # (0.89 with 150 per class, see benchmarks/demo_data.py)
+    train_x, train_y = _thumbnails(DemoOptions(num_eval_per_class=80), "validation", 400)
+    test_x, test_y = _thumbnails(DemoOptions(num_eval_per_class=40), "test", 200)
+    with threadpool_limits(1):  # BLAS threads on a busy 2-core machine make the fit 20x slower
+        probe = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000)).fit(train_x, train_y)
+        few = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000)).fit(train_x[::20], train_y[::20])
     predicted = probe.predict(test_x)
     accuracy = (predicted == test_y).mean()
     assert accuracy >= 0.78, accuracy
     per_class = [(predicted[test_y == k] == k).mean() for k in range(len(CLASS_NAMES))]
-    assert min(per_class) >= 0.6, per_class
-    # yet not trivial: a probe fitted on 20 images does clearly worse
-    few = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000)).fit(train_x[::25], train_y[::25])
-    assert (few.predict(test_x) == test_y).mean() < accuracy
+    assert min(per_class) >= 0.55, per_class
+    # yet not trivial: a probe fitted on 4 images per class does clearly worse
+    assert (few.predict(test_x) == test_y).mean() < accuracy - 0.2
 
 
 def test_cli_builds_reuses_and_refuses(tmp_path, capsys):
