@@ -1,0 +1,126 @@
+"""On-disk cache of embeddings, keyed by content fingerprints of the model, the processor and the inputs.
+
+A key changes whenever anything that can change an embedding changes: the model's files (or
+weights), the processor configuration, the image files (path, size, modification time), the texts
+after cleaning, the tokenisation protocol and the decoding mode. Re-running an evaluation with the
+same inputs therefore reads the embeddings back instead of running the model.
+"""
+
+import hashlib
+import json
+import logging
+import os
+from fnmatch import fnmatch
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+__all__ = [
+    "EmbeddingCache",
+    "fingerprint",
+    "fingerprint_model_dir",
+    "fingerprint_module",
+    "fingerprint_processor",
+    "fingerprint_files",
+]
+
+logger = logging.getLogger(__name__)
+
+# Files of a model folder that cannot change an embedding: documentation, plots, evaluation output.
+_MODEL_DIR_IGNORE = ("README.md", "*.png", ".gitattributes", "*.lock", "metrics.json")
+_HASH_BLOCK = 1 << 20
+
+
+def fingerprint(*parts) -> str:
+    """SHA-256 of JSON-serialisable parts (stable across runs and machines)."""
+    payload = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=True).encode()
+    return hashlib.sha256(payload).hexdigest()
+
+
+def fingerprint_model_dir(directory) -> str:
+    """Content hash of the files of a saved model folder (weights, configs, tokenizer, remote code)."""
+    directory = Path(directory)
+    digest = hashlib.sha256()
+    # A Hugging Face model folder is flat; sub-folders (checkpoints, logs) do not define the model.
+    files = [
+        path
+        for path in sorted(directory.iterdir())
+        if path.is_file()
+        and not path.name.startswith(".")
+        and not any(fnmatch(path.name, pattern) for pattern in _MODEL_DIR_IGNORE)
+    ]
+    if not files:
+        raise FileNotFoundError(f"{directory}: no model files to fingerprint")
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as handle:
+            while block := handle.read(_HASH_BLOCK):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint_module(model: torch.nn.Module) -> str:
+    """Content hash of an in-memory model: its config (if any) and every state-dict tensor."""
+    digest = hashlib.sha256()
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "to_json_string"):
+        digest.update(config.to_json_string().encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def fingerprint_processor(processor) -> str:
+    """Hash of a processor's saved configuration (image sizes, normalisation, tokenizer settings)."""
+    for method in ("to_json_string", "to_dict"):
+        if hasattr(processor, method):
+            try:
+                return fingerprint(type(processor).__name__, getattr(processor, method)())
+            except (TypeError, ValueError):  # some processors hold objects that do not serialise
+                continue
+    return fingerprint(type(processor).__module__, type(processor).__qualname__)
+
+
+def fingerprint_files(paths: list[str]) -> str:
+    """Hash of a list of files by path, size and modification time (missing files included as such)."""
+    entries = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+            entries.append((path, stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            entries.append((path, None, None))
+    return fingerprint(entries)
+
+
+class EmbeddingCache:
+    """Tensors + JSON metadata per key, one safetensors file each, written atomically."""
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+
+    def _path(self, key: str) -> Path:
+        return self.directory / f"{key}.safetensors"
+
+    def load(self, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = json.loads((handle.metadata() or {}).get("alta_meta", "{}"))
+            return load_file(str(path)), metadata
+        except (OSError, ValueError, RuntimeError) as error:  # a damaged entry is recomputed, not fatal
+            logger.warning("ignoring unreadable embedding cache entry %s (%s)", path, error)
+            return None
+
+    def save(self, key: str, tensors: dict[str, torch.Tensor], metadata: dict) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self._path(key)
+        temporary = path.with_suffix(f".tmp{os.getpid()}")
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary), metadata={"alta_meta": json.dumps(metadata)})
+        os.replace(temporary, path)
+        return path
