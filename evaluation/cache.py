@@ -14,7 +14,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 __all__ = [
@@ -113,7 +113,7 @@ class EmbeddingCache:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = json.loads((handle.metadata() or {}).get("alta_meta", "{}"))
             return load_file(str(path)), metadata
-        except (OSError, ValueError, RuntimeError) as error:  # a damaged entry is recomputed, not fatal
+        except (OSError, ValueError, SafetensorError) as error:  # a damaged entry is recomputed, not fatal
             logger.warning("ignoring unreadable embedding cache entry %s (%s)", path, error)
             return None
 

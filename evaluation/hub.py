@@ -18,7 +18,7 @@ from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, HfApi
 
-from .model_card import PHYSIONET_LICENSE, build_model_card
+from .model_card import PHYSIONET_LICENSE, build_model_card, drop_secrets
 from .plots import plot_loss_curves
 
 __all__ = ["push_folder_to_hub", "collect_evaluations", "main"]
@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 # Never uploaded: hidden and temporary files, and pickles (weights travel as safetensors).
 DEFAULT_IGNORE = (".*", "*.tmp*", "*.lock", "*.pt", "*.pth", "*.pkl", "*.bin")
+# Files this small are checked for an explicitly passed token before upload.
+_TOKEN_SCAN_LIMIT = 16 << 20
 TRAINING_ARGS_FILE = "training_args.json"
 LOSS_CURVES_FILE = "loss_curves.png"
 
@@ -55,6 +57,13 @@ def _folder_files(folder: Path, ignore: Sequence[str]) -> list[Path]:
         path for path in sorted(folder.iterdir())
         if path.is_file() and not any(fnmatch(path.name, pattern) for pattern in ignore)
     ]
+
+
+def _refuse_files_holding(token: str, uploads: Mapping[str, Path]) -> None:
+    secret = token.encode()
+    for name, path in uploads.items():
+        if path.stat().st_size <= _TOKEN_SCAN_LIMIT and secret in path.read_bytes():
+            raise ValueError(f"{path} contains the Hub token; remove it before uploading (nothing was uploaded)")
 
 
 def push_folder_to_hub(
@@ -119,6 +128,12 @@ def push_folder_to_hub(
                                "credentialed users; consider private=True", repo_id)
             uploads["README.md"] = Path(scratch) / "README.md"
             model_card.save(uploads["README.md"])
+        if TRAINING_ARGS_FILE in uploads:  # a saved configuration may hold a hub token: upload it without secrets
+            saved = json.loads(uploads[TRAINING_ARGS_FILE].read_text(encoding="utf-8"))
+            uploads[TRAINING_ARGS_FILE] = Path(scratch) / TRAINING_ARGS_FILE
+            uploads[TRAINING_ARGS_FILE].write_text(json.dumps(drop_secrets(saved), indent=2), encoding="utf-8")
+        if token:
+            _refuse_files_holding(token, uploads)
         operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in uploads.items()]
         api = HfApi(token=token)
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-__all__ = ["build_model_card", "count_parameters", "licence_terms", "PHYSIONET_LICENSE", "OFFICIAL_LICENSE"]
+__all__ = ["build_model_card", "count_parameters", "licence_terms", "drop_secrets", "PHYSIONET_LICENSE", "OFFICIAL_LICENSE"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,15 @@ _CITATION = """@article{alta2025,
 }"""
 
 
+def drop_secrets(value):
+    """A copy of a (nested) configuration without keys that look like credentials (`hub_token`, ...)."""
+    if isinstance(value, Mapping):
+        return {key: drop_secrets(item) for key, item in value.items() if not _SECRET.search(str(key))}
+    if isinstance(value, (list, tuple)):
+        return [drop_secrets(item) for item in value]
+    return value
+
+
 def count_parameters(model) -> dict[str, int]:
     """`{"trainable", "total"}` parameter counts (shared tensors counted once)."""
     parameters = list(model.parameters())
@@ -63,7 +72,7 @@ def _training_data(training_args: Mapping | None, training_data: str | None, off
         return "official"
     if training_data:
         return training_data.lower()
-    text = json.dumps(training_args or {}, default=str).lower()
+    text = json.dumps(drop_secrets(training_args or {}), default=str).lower()
     for kind in ("mimic", "demo"):
         if kind in text:
             return kind
@@ -167,8 +176,8 @@ def _training_section(training_args: Mapping | None) -> str:
         return "No training configuration was attached.\n"
     rows = [
         f"| `{key}` | `{value}` |"
-        for key, value in sorted(training_args.items())
-        if not _SECRET.search(str(key)) and isinstance(value, (str, int, float, bool, type(None)))
+        for key, value in sorted(drop_secrets(training_args).items())
+        if isinstance(value, (str, int, float, bool, type(None)))
     ]
     return "| setting | value |\n|---|---|\n" + "\n".join(rows) + "\n"
 

@@ -73,8 +73,9 @@ def plot_precision_at_k(per_class: Mapping[str, Mapping[str, float]], path, *, t
         values = [per_class[name][key] for name in classes]
         axes.bar(positions + (offset - (len(keys) - 1) / 2) * width, values, width, label=f"P@{key.rsplit('_', 1)[1]}")
     axes.set_xticks(positions, [str(name) for name in classes], rotation=30, ha="right")
-    axes.set(ylabel="precision", ylim=(0, 1.05), title=title)
-    axes.legend(ncols=len(keys), loc="upper right", fontsize="small")
+    # Headroom above 1.0 keeps the legend clear of full bars.
+    axes.set(ylabel="precision", ylim=(0, 1.2), yticks=np.linspace(0, 1, 6), title=title)
+    axes.legend(ncols=len(keys), loc="upper center", fontsize="small", frameon=False)
     return _save(figure, path)
 
 

@@ -279,3 +279,33 @@ def make_rsna(root: Path, per_class: int = 10, corrupt: bool = True) -> Path:
     prompts = {"pneumonia": ["There is pneumonia"], "no pneumonia": ["There is no pneumonia"]}
     return _save(root / "rsna", {"validation": split, "test": split},
                  {"kind": "rsna", "image_root": str(root), "class_names": names, "class_prompts": prompts})
+
+
+def save_tiny_clip(folder: Path, with_processor: bool = True) -> Path:
+    """A tiny random CLIP (same get_*_features interface as AltaModel) + processor, saved like a model folder.
+
+    Stands in for a saved ALTA folder in the CLI and Hub tests until the real model is merged.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPProcessor, PreTrainedTokenizerFast
+
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "there", "is", "no", *CONCEPTS[:-1]]
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]",
+                                        cls_token="[CLS]", sep_token="[SEP]", model_max_length=24)
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+                                            image_mean=[0.4785] * 3, image_std=[0.2834] * 3)
+    tower = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    config = CLIPConfig(
+        text_config=dict(tower, vocab_size=len(words), max_position_embeddings=32, bos_token_id=2, eos_token_id=3, pad_token_id=0),
+        vision_config=dict(tower, image_size=32, patch_size=16),
+        projection_dim=8,
+    )
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(folder)
+    if with_processor:
+        CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder

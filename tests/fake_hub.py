@@ -75,6 +75,7 @@ class FakeHub:
             ("POST", rf"/api/models/{_REPO}/preupload/(?P<rev>[^/]+)", self._preupload),
             ("POST", rf"/api/models/{_REPO}/commit/(?P<rev>[^/]+)", self._commit),
             ("GET", rf"/api/models/{_REPO}(?:/revision/(?P<rev>[^/]+))?", self._model_info),
+            ("GET", rf"/api/models/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<folder>.+))?", self._tree),
             ("HEAD", rf"/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<file>.+)", self._resolve),
             ("GET", rf"/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<file>.+)", self._resolve),
         ]
@@ -93,7 +94,8 @@ class FakeHub:
         repo_id = f"{body['organization']}/{body['name']}" if body.get("organization") else body["name"]
         if repo_id in self.repos:
             return httpx2.Response(409, json={"error": "You already created this model repo", "url": f"{host}/{repo_id}"})
-        self.repos[repo_id] = {"private": bool(body.get("private")), "commits": []}
+        private = body.get("visibility") == "private" or bool(body.get("private"))
+        self.repos[repo_id] = {"private": private, "commits": []}
         return httpx2.Response(200, json={"url": f"{host}/{repo_id}", "name": repo_id, "id": repo_id})
 
     def _preupload(self, request, host, repo, rev):
@@ -128,6 +130,27 @@ class FakeHub:
         siblings = [{"rfilename": name, "size": len(data)} for name, data in sorted(self.files(repo).items())]
         return httpx2.Response(200, json={"id": repo, "modelId": repo, "sha": self._head(repo), "private": self.repos[repo]["private"],
                                           "siblings": siblings, "tags": [], "downloads": 0, "likes": 0})
+
+    def _tree(self, request, host, repo, rev, folder=None):
+        if repo not in self.repos:
+            return self._missing_repo(repo)
+        prefix = f"{folder.rstrip('/')}/" if folder else ""
+        recursive = request.url.params.get("recursive", "false") == "true"
+        entries, folders = [], set()
+        for name, data in sorted(self.files(repo).items()):
+            if not name.startswith(prefix):
+                continue
+            relative = name[len(prefix):]
+            parts = relative.split("/")
+            for depth in range(1, len(parts)):
+                if recursive or depth == 1:
+                    folders.add(prefix + "/".join(parts[:depth]))
+            if recursive or len(parts) == 1:
+                entries.append({"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()})
+        entries += [{"type": "directory", "path": path, "oid": hashlib.sha1(path.encode()).hexdigest(), "size": 0} for path in sorted(folders)]
+        if not entries and prefix:
+            return httpx2.Response(404, headers={"X-Error-Code": "EntryNotFound"}, json={"error": f"{folder} not found"})
+        return httpx2.Response(200, json=entries)
 
     def _resolve(self, request, host, repo, rev, file):
         if repo not in self.repos:
