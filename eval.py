@@ -28,8 +28,11 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(f"  {name}: {spec.description}" for name, spec in TASKS.items()))
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="tasks:\n" + "\n".join(f"  {name}: {spec.description}" for name, spec in TASKS.items()),
+    )
     parser.add_argument("--model", required=True, help="model folder or Hub repo id (loaded with trust_remote_code=True)")
     parser.add_argument("--task", required=True, choices=list(TASKS))
     parser.add_argument("--data", required=True, help="dataset folder built by dataset_scripts for this task")
@@ -59,7 +62,8 @@ def main(argv=None) -> dict:
     output_dir = Path(args.output_dir)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        model, processor, model_dir = load_model_and_processor(args.model, revision=args.revision, dtype=DTYPES[args.dtype])
+        dtype = DTYPES[args.dtype]
+        model, processor, model_dir = load_model_and_processor(args.model, revision=args.revision, dtype=dtype)
         cache_dir = None if args.no_cache else Path(args.cache_dir or output_dir / "embedding_cache")
         result = run_task(
             args.task, model, processor, args.data,

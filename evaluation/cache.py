@@ -1,4 +1,5 @@
-"""On-disk cache of embeddings, keyed by content fingerprints of the model, the processor and the inputs.
+"""On-disk cache of embeddings, keyed by content fingerprints of the model, the processor and the inputs,
+and `CachedEmbedder`, through which the protocols embed their images and texts.
 
 A key changes whenever anything that can change an embedding changes: the model's files (or
 weights), the processor configuration, the image files (path, size, modification time), the texts
@@ -10,12 +11,16 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable, Sequence
 from fnmatch import fnmatch
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+from .data import EvaluationDataError
+from .embedding import ImageEmbeddings, TextProtocol, embed_images, embed_texts, mean_class_embeddings
 
 __all__ = [
     "EmbeddingCache",
@@ -24,6 +29,7 @@ __all__ = [
     "fingerprint_module",
     "fingerprint_processor",
     "fingerprint_files",
+    "CachedEmbedder",
 ]
 
 logger = logging.getLogger(__name__)
@@ -121,6 +127,90 @@ class EmbeddingCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self._path(key)
         temporary = path.with_suffix(f".tmp{os.getpid()}")
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(temporary), metadata={"alta_meta": json.dumps(metadata)})
+        contiguous = {name: tensor.contiguous() for name, tensor in tensors.items()}
+        save_file(contiguous, str(temporary), metadata={"alta_meta": json.dumps(metadata)})
         os.replace(temporary, path)
         return path
+
+
+def _gloria_cleaner() -> Callable[[str], str]:
+    try:
+        from processing import clean_report_gloria
+    except ImportError as error:
+        raise ImportError("text cleaning needs processing.clean_report_gloria (docs/design.md)") from error
+    return clean_report_gloria
+
+
+class CachedEmbedder:
+    """Embeds images and texts for the protocols through an optional `EmbeddingCache`, applying a
+    `TextProtocol` to texts, and counts what it did (reported in metrics.json)."""
+
+    def __init__(self, model, processor, *, batch_size, device, num_workers, draft_decode, progress, cache, model_key):
+        self.model, self.processor = model, processor
+        self.image_options = dict(
+            batch_size=batch_size, device=device, num_workers=num_workers, draft_decode=draft_decode, progress=progress
+        )
+        self.text_options = dict(batch_size=batch_size, device=device, progress=progress)
+        self.draft_decode = draft_decode
+        self.cache, self.model_key = cache, model_key
+        self.failures: list[dict] = []
+        self.images_evaluated = 0
+        self.stats = {"images_embedded": 0, "texts_embedded": 0, "cache_hits": 0, "cache_misses": 0}
+
+    def _cached(self, key_parts, compute):
+        if self.cache is None:
+            return compute()
+        key = fingerprint(self.model_key, *key_parts)
+        entry = self.cache.load(key)
+        if entry is not None:
+            self.stats["cache_hits"] += 1
+            return entry
+        self.stats["cache_misses"] += 1
+        tensors, metadata = compute()
+        self.cache.save(key, tensors, metadata)
+        return tensors, metadata
+
+    def images(self, paths: list[str], split: str) -> ImageEmbeddings:
+        def compute():
+            result = embed_images(
+                self.model, self.processor, paths, description=f"{split} images", **self.image_options
+            )
+            self.stats["images_embedded"] += len(result.indices)
+            return {"embeddings": result.embeddings, "indices": result.indices}, {"failures": result.failures}
+
+        tensors, metadata = self._cached(("images", fingerprint_files(paths), self.draft_decode), compute)
+        failures = metadata["failures"]
+        self.images_evaluated += len(tensors["indices"])
+        self.failures.extend({"split": split, **failure} for failure in failures)
+        if len(tensors["indices"]) == 0:
+            first = failures[0] if failures else {"source": "?", "error": "?"}
+            raise EvaluationDataError(
+                f"none of the {len(paths)} images of split {split!r} could be read; "
+                f"first failure: {first['source']}: {first['error']}"
+            )
+        return ImageEmbeddings(tensors["embeddings"], tensors["indices"], failures)
+
+    def texts(self, texts: Sequence[str], protocol: TextProtocol, description: str) -> torch.Tensor:
+        texts = list(texts)
+        if protocol.clean:
+            clean = _gloria_cleaner()
+            texts = [clean(text) for text in texts]
+
+        def compute():
+            embeddings = embed_texts(
+                self.model, self.processor, texts, max_length=protocol.max_length, truncation=protocol.truncation,
+                description=description, **self.text_options,
+            )
+            self.stats["texts_embedded"] += len(texts)
+            return {"embeddings": embeddings}, {}
+
+        tensors, _ = self._cached(("texts", texts, protocol.max_length, protocol.truncation), compute)
+        return tensors["embeddings"]
+
+    def class_embeddings(self, class_prompts: dict[str, list[str]], protocol: TextProtocol, description: str):
+        """`(num_classes, dim)` unit-norm class embeddings, classes in `class_prompts` order."""
+        prompts, groups = [], []
+        for index, entries in enumerate(class_prompts.values()):
+            prompts.extend(entries)
+            groups.extend([index] * len(entries))
+        return mean_class_embeddings(self.texts(prompts, protocol, description), groups, len(class_prompts))

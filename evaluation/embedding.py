@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 __all__ = [
     "ImageEmbeddings",
+    "TextProtocol",
     "embed_images",
     "embed_texts",
     "mean_class_embeddings",
@@ -42,6 +43,26 @@ class ImageEmbeddings:
     embeddings: torch.Tensor
     indices: torch.Tensor
     failures: list[dict] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TextProtocol:
+    """How a protocol turns texts into token ids.
+
+    Attributes:
+        max_length: pad to this many tokens; `None` means the processor's default (the training
+            report length, 128 for ALTA).
+        truncation: `False` keeps every token of a longer text, as ALTA's evaluation scripts do.
+        clean: apply GLoRIA-style cleaning (`processing.clean_report_gloria`) first.
+    """
+
+    max_length: int | None
+    truncation: bool
+    clean: bool
+
+    def describe(self) -> dict:
+        return {"max_length": self.max_length or "processor default", "truncation": self.truncation, "clean": self.clean}
+
 
 
 def _radiograph_reader():
@@ -82,7 +103,9 @@ class _ProcessImages:
 
     def __call__(self, items):
         loaded = [(index, image) for index, _, image, _ in items if image is not None]
-        failures = [{"index": index, "source": name, "error": error} for index, name, image, error in items if image is None]
+        failures = [
+            {"index": index, "source": name, "error": error} for index, name, image, error in items if image is None
+        ]
         pixel_values = None
         if loaded:
             pixel_values = self.processor(images=[image for _, image in loaded], return_tensors="pt")["pixel_values"]
@@ -180,7 +203,8 @@ def embed_images(
         collate_fn=_ProcessImages(processor),
     )
     chunks, indices, failures = [], [], []
-    with eval_mode(model), torch.no_grad(), tqdm(total=len(images), desc=description, unit="img", disable=not progress) as bar:
+    bar = tqdm(total=len(images), desc=description, unit="img", disable=not progress)
+    with eval_mode(model), torch.no_grad(), bar:
         for batch_indices, pixel_values, batch_failures in loader:
             failures.extend(batch_failures)
             if pixel_values is not None:
@@ -206,17 +230,20 @@ def text_position_limit(model) -> int | None:
 def _tokenize(processor, texts: list[str], max_length: int | None, truncation: bool, limit: int | None) -> dict:
     if max_length is not None and limit is not None and max_length > limit:
         max_length = limit
+    def padded_to(length):
+        return processor(text=texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
+
     if max_length is None:
         encoded = processor(text=texts, padding="max_length", truncation=True, return_tensors="pt")
     elif truncation:
-        encoded = processor(text=texts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
+        encoded = padded_to(max_length)
     else:
         # The official scripts pad to max_length without truncating: a longer text keeps all its tokens.
         encoded = processor(text=texts, padding="longest", truncation=limit is not None, max_length=limit, return_tensors="pt")
         if encoded["input_ids"].shape[1] < max_length:
-            encoded = processor(text=texts, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt")
+            encoded = padded_to(max_length)
     if limit is not None and encoded["input_ids"].shape[1] > limit:
-        encoded = processor(text=texts, padding="max_length", max_length=limit, truncation=True, return_tensors="pt")
+        encoded = padded_to(limit)
     return encoded
 
 
@@ -250,7 +277,8 @@ def embed_texts(
     if max_length is not None and limit is not None and max_length > limit:
         logger.warning("text length %d exceeds the model's %d positions; using %d", max_length, limit, limit)
     chunks = []
-    with eval_mode(model), torch.no_grad(), tqdm(total=len(texts), desc=description, unit="text", disable=not progress) as bar:
+    bar = tqdm(total=len(texts), desc=description, unit="text", disable=not progress)
+    with eval_mode(model), torch.no_grad(), bar:
         for start in range(0, len(texts), batch_size):
             batch = texts[start : start + batch_size]
             encoded = _tokenize(processor, batch, max_length, truncation, limit)

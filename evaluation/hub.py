@@ -134,22 +134,28 @@ def push_folder_to_hub(
             uploads[TRAINING_ARGS_FILE].write_text(json.dumps(drop_secrets(saved), indent=2), encoding="utf-8")
         if token:
             _refuse_files_holding(token, uploads)
-        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in uploads.items()]
+        operations = [
+            CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(path)) for name, path in uploads.items()
+        ]
         api = HfApi(token=token)
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        commit = api.create_commit(repo_id, operations, commit_message=commit_message, revision=revision, create_pr=create_pr)
+        commit = api.create_commit(
+            repo_id, operations, commit_message=commit_message, revision=revision, create_pr=create_pr
+        )
     logger.info("uploaded %d files to %s in one commit (%s)", len(operations), repo_id, commit.commit_url)
     return commit
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Upload a saved ALTA model folder (+ card + evaluation) to the Hub in one commit. "
-                                                 "The token comes from HF_TOKEN or `hf auth login`.")
+    parser = argparse.ArgumentParser(
+        description="Upload a saved ALTA model folder (+ card + evaluation) to the Hub in one commit. "
+        "The token comes from HF_TOKEN or `hf auth login`."
+    )
     parser.add_argument("--folder", required=True, help="saved model folder")
     parser.add_argument("--repo-id", required=True, help="namespace/name on the Hub")
     parser.add_argument("--eval-dir", action="append", default=[], help="eval.py output folder (repeatable)")
     parser.add_argument("--private", action="store_true", help="create a private repository")
-    parser.add_argument("--training-args", help=f"JSON file with the training configuration (default: FOLDER/{TRAINING_ARGS_FILE})")
+    parser.add_argument("--training-args", help=f"JSON training configuration (default: FOLDER/{TRAINING_ARGS_FILE})")
     parser.add_argument("--training-logs", help="TensorBoard folder or JSONL log to plot as loss_curves.png")
     parser.add_argument("--keep-readme", action="store_true", help="upload the folder's README.md instead of generating a card")
     parser.add_argument("--license", help="licence id for the card (default: derived from the weights and data)")
@@ -160,7 +166,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     training_args = json.loads(Path(args.training_args).read_text(encoding="utf-8")) if args.training_args else None
-    card_kwargs = {"license": args.license, "official_weights": args.official_weights, "training_data": args.training_data}
+    card_kwargs = dict(license=args.license, official_weights=args.official_weights, training_data=args.training_data)
     commit = push_folder_to_hub(
         args.folder, args.repo_id, private=args.private or None, commit_message=args.commit_message,
         eval_dirs=args.eval_dir, training_args=training_args, training_logs=args.training_logs,

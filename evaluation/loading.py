@@ -50,7 +50,10 @@ def load_processor(model_dir: Path):
         problem = f"AutoProcessor failed: {error}"
     import processing
 
-    builders = [getattr(processing, "load_processor", None), getattr(getattr(processing, "AltaProcessor", None), "from_model_dir", None)]
+    builders = [
+        getattr(processing, "load_processor", None),
+        getattr(getattr(processing, "AltaProcessor", None), "from_model_dir", None),
+    ]
     for builder in builders:
         if builder is not None:
             logger.info("%s: %s; building the processor with %s", model_dir, problem, builder.__qualname__)

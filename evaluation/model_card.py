@@ -12,7 +12,14 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-__all__ = ["build_model_card", "count_parameters", "licence_terms", "drop_secrets", "PHYSIONET_LICENSE", "OFFICIAL_LICENSE"]
+__all__ = [
+    "build_model_card",
+    "count_parameters",
+    "licence_terms",
+    "drop_secrets",
+    "PHYSIONET_LICENSE",
+    "OFFICIAL_LICENSE",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +95,9 @@ def licence_terms(data: str, license: str | None = None) -> tuple[dict, str]:
         "try to re-identify patients."
     )
     if license is not None:
-        return {"license": license}, f"Licence: `{license}` (set by the uploader). The terms of the base models and training data below still apply."
+        return {"license": license}, (
+            f"Licence: `{license}` (set by the uploader). The terms of the base models and training data below still apply."
+        )
     if data == "official":
         return {"license": OFFICIAL_LICENSE}, (
             "These weights are converted from the official ALTA checkpoint, released under CC BY-NC 4.0 "
@@ -107,8 +116,9 @@ def _architecture(config: Mapping) -> str:
     parts = []
     if vision:
         parts.append(
-            f"image tower ViTMAE ({vision.get('num_hidden_layers', '?')} layers, hidden size {vision.get('hidden_size', '?')}, "
-            f"{vision.get('image_size', '?')} px input, patch {vision.get('patch_size', '?')})"
+            f"image tower ViTMAE ({vision.get('num_hidden_layers', '?')} layers, "
+            f"hidden size {vision.get('hidden_size', '?')}, {vision.get('image_size', '?')} px input, "
+            f"patch {vision.get('patch_size', '?')})"
         )
     if text:
         parts.append(f"text tower BERT ({text.get('num_hidden_layers', '?')} layers, hidden size {text.get('hidden_size', '?')})")
@@ -157,12 +167,13 @@ def _eval_results(evaluation: Mapping) -> list[EvalResult]:
 
 def _evaluation_section(evaluations: Sequence[Mapping], figures: Sequence[Sequence[str]]) -> str:
     if not evaluations:
-        return "No evaluation results were attached to this card. Run `python eval.py` (see the alta-hf documentation).\n"
+        return "No evaluation results were attached to this card (see alta-hf's `eval.py`).\n"
     blocks = []
     for evaluation, images in zip(evaluations, figures):
         _, dataset_name = TASK_DATASETS.get(evaluation["task"], (None, evaluation["task"]))
         rows = "\n".join(f"| `{name}` | {value:.4f} |" for name, value in evaluation["metrics"].items())
-        block = f"### {dataset_name} (`{evaluation['task']}`, split `{evaluation.get('split')}`)\n\n| metric | value |\n|---|---|\n{rows}\n"
+        heading = f"### {dataset_name} (`{evaluation['task']}`, split `{evaluation.get('split')}`)"
+        block = f"{heading}\n\n| metric | value |\n|---|---|\n{rows}\n"
         skipped = (evaluation.get("images") or {}).get("skipped", 0)
         if skipped:
             block += f"\n{skipped} unreadable image(s) were skipped.\n"
@@ -274,7 +285,11 @@ def build_model_card(
     share = f"{100 * trainable / total:.1f}%" if total else "n/a"
     loss_block = f"\n![training curves]({loss_curves})\n" if loss_curves else ""
     base_text = ", ".join(f"[`{b}`](https://huggingface.co/{b})" for b in base_models) or "not recorded"
-    data_text = {"official": "MIMIC-CXR-JPG (the official ALTA run)", "mimic": "MIMIC-CXR-JPG", "demo": "alta-hf's synthetic demo data"}.get(data, "not recorded")
+    data_text = {
+        "official": "MIMIC-CXR-JPG (the official ALTA run)",
+        "mimic": "MIMIC-CXR-JPG",
+        "demo": "alta-hf's synthetic demo data",
+    }.get(data, "not recorded")
     body = f"""
 # {model_name}
 

@@ -8,7 +8,8 @@ def _rows(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[column]) for row in [header, *rows]) for column in range(len(header))]
 
     def line(row):
-        return "  ".join(cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(row, widths)))
+        cells = [cell.ljust(width) if i == 0 else cell.rjust(width) for i, (cell, width) in enumerate(zip(row, widths))]
+        return "  ".join(cells)
 
     return [line(header), "  ".join("-" * width for width in widths), *(line(row) for row in rows)]
 
@@ -25,7 +26,8 @@ def format_table(result: dict) -> str:
         if not isinstance(detail, dict) or "per_class" not in detail:
             continue
         per_class = detail["per_class"]
-        columns = [key for key in next(iter(per_class.values())) if key.startswith("precision_at_") or key in ("precision", "recall", "f1")]
+        first = next(iter(per_class.values()))
+        columns = [key for key in first if key.startswith("precision_at_") or key in ("precision", "recall", "f1")]
         lines += ["", f"{name} per class"]
         rows = [[str(cls), *(f"{entry[key]:.4f}" for key in columns)] for cls, entry in per_class.items()]
         lines += _rows(["class", *(key.replace("precision_at_", "P@") for key in columns)], rows)

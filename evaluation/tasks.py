@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,38 +17,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .cache import EmbeddingCache, fingerprint, fingerprint_files, fingerprint_module, fingerprint_processor
+from .cache import CachedEmbedder, EmbeddingCache, fingerprint, fingerprint_module, fingerprint_processor
 from .data import EvalData, EvaluationDataError, load_eval_data
-from .embedding import ImageEmbeddings, embed_images, embed_texts, eval_mode, mean_class_embeddings, text_position_limit
+from .embedding import ImageEmbeddings, TextProtocol, eval_mode, text_position_limit
 from .metrics import precision_at_k, roc_auc, threshold_protocol, zero_shot_classification
 from .plots import plot_confusion_matrix, plot_precision_at_k, plot_roc_curve
 
-__all__ = ["TASKS", "TextProtocol", "TaskSpec", "run_task", "write_metrics"]
+__all__ = ["TASKS", "TaskSpec", "run_task", "write_metrics"]
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 # Failed images listed in metrics.json (the count is always complete).
 MAX_LISTED_FAILURES = 1000
-
-
-@dataclass(frozen=True)
-class TextProtocol:
-    """How a protocol turns texts into token ids.
-
-    Attributes:
-        max_length: pad to this many tokens; `None` means the processor's default (the training
-            report length, 128 for ALTA).
-        truncation: `False` keeps every token of a longer text, as ALTA's evaluation scripts do.
-        clean: apply GLoRIA-style cleaning (`processing.clean_report_gloria`) first.
-    """
-
-    max_length: int | None
-    truncation: bool
-    clean: bool
-
-    def describe(self) -> dict:
-        return {"max_length": self.max_length or "processor default", "truncation": self.truncation, "clean": self.clean}
 
 
 # Token lengths of ALTA's evaluation scripts: protocol settings, not model geometry.
@@ -63,84 +44,6 @@ CHEXPERT_8X200_K = (5, 10, 50)
 CHEXPERT_5X200_K = (5, 10, 100)
 MIMIC_5X200_K = (1, 5, 10)
 RSNA_FOLDS, RSNA_SEED, RSNA_STEP = 10, 0, 0.005
-
-
-def _gloria_cleaner() -> Callable[[str], str]:
-    try:
-        from processing import clean_report_gloria
-    except ImportError as error:
-        raise ImportError("text cleaning needs processing.clean_report_gloria (docs/design.md)") from error
-    return clean_report_gloria
-
-
-class _Embedder:
-    """Embeds through an optional cache, and counts what it did (for metrics.json)."""
-
-    def __init__(self, model, processor, *, batch_size, device, num_workers, draft_decode, progress, cache, model_key):
-        self.model, self.processor = model, processor
-        self.image_options = dict(batch_size=batch_size, device=device, num_workers=num_workers, draft_decode=draft_decode, progress=progress)
-        self.text_options = dict(batch_size=batch_size, device=device, progress=progress)
-        self.draft_decode = draft_decode
-        self.cache, self.model_key = cache, model_key
-        self.failures: list[dict] = []
-        self.images_evaluated = 0
-        self.stats = {"images_embedded": 0, "texts_embedded": 0, "cache_hits": 0, "cache_misses": 0}
-
-    def _cached(self, key_parts, compute):
-        if self.cache is None:
-            return compute()
-        key = fingerprint(self.model_key, *key_parts)
-        entry = self.cache.load(key)
-        if entry is not None:
-            self.stats["cache_hits"] += 1
-            return entry
-        self.stats["cache_misses"] += 1
-        tensors, metadata = compute()
-        self.cache.save(key, tensors, metadata)
-        return tensors, metadata
-
-    def images(self, paths: list[str], split: str) -> ImageEmbeddings:
-        def compute():
-            result = embed_images(self.model, self.processor, paths, description=f"{split} images", **self.image_options)
-            self.stats["images_embedded"] += len(result.indices)
-            return {"embeddings": result.embeddings, "indices": result.indices}, {"failures": result.failures}
-
-        tensors, metadata = self._cached(("images", fingerprint_files(paths), self.draft_decode), compute)
-        failures = metadata["failures"]
-        self.images_evaluated += len(tensors["indices"])
-        self.failures.extend({"split": split, **failure} for failure in failures)
-        if len(tensors["indices"]) == 0:
-            first = failures[0] if failures else {"source": "?", "error": "?"}
-            raise EvaluationDataError(
-                f"none of the {len(paths)} images of split {split!r} could be read; "
-                f"first failure: {first['source']}: {first['error']}"
-            )
-        return ImageEmbeddings(tensors["embeddings"], tensors["indices"], failures)
-
-    def texts(self, texts: Sequence[str], protocol: TextProtocol, description: str) -> torch.Tensor:
-        texts = list(texts)
-        if protocol.clean:
-            clean = _gloria_cleaner()
-            texts = [clean(text) for text in texts]
-
-        def compute():
-            embeddings = embed_texts(
-                self.model, self.processor, texts, max_length=protocol.max_length, truncation=protocol.truncation,
-                description=description, **self.text_options,
-            )
-            self.stats["texts_embedded"] += len(texts)
-            return {"embeddings": embeddings}, {}
-
-        tensors, _ = self._cached(("texts", texts, protocol.max_length, protocol.truncation), compute)
-        return tensors["embeddings"]
-
-    def class_embeddings(self, class_prompts: dict[str, list[str]], protocol: TextProtocol, description: str) -> torch.Tensor:
-        """`(num_classes, dim)` unit-norm class embeddings, classes in `class_prompts` order."""
-        prompts, groups = [], []
-        for index, entries in enumerate(class_prompts.values()):
-            prompts.extend(entries)
-            groups.extend([index] * len(entries))
-        return mean_class_embeddings(self.texts(prompts, protocol, description), groups, len(class_prompts))
 
 
 @dataclass
@@ -169,7 +72,8 @@ class _Outcome:
             "skipped_k": skipped,
         }
         title = f"{name.replace('_', ' ')}: precision@k per class"
-        self.plots.append((f"{name}_precision_at_k.png", plot_precision_at_k, dict(per_class=result["per_class"], title=title)))
+        arguments = dict(per_class=result["per_class"], title=title)
+        self.plots.append((f"{name}_precision_at_k.png", plot_precision_at_k, arguments))
 
     def zero_shot(self, name, image_embeddings, labels, class_embeddings, class_names) -> None:
         scores = (F.normalize(image_embeddings, dim=-1) @ class_embeddings.T).double().numpy()
@@ -182,15 +86,16 @@ class _Outcome:
             "per_class": result["per_class"],
             "num_images": len(labels),
         }
-        matrix, title = result["confusion_matrix"], f"{name.replace('_', ' ')}: confusion matrix"
-        self.plots.append((f"{name}_confusion_matrix.png", plot_confusion_matrix, dict(matrix=matrix, class_names=class_names, title=title)))
+        title = f"{name.replace('_', ' ')}: confusion matrix"
+        arguments = dict(matrix=result["confusion_matrix"], class_names=class_names, title=title)
+        self.plots.append((f"{name}_confusion_matrix.png", plot_confusion_matrix, arguments))
 
 
 def _labels_of(data: EvalData, split: str, images: ImageEmbeddings) -> np.ndarray:
     return np.asarray(data.labels(split))[images.indices.numpy()]
 
 
-def _chexpert_8x200(data: EvalData, split: str | None, embed: _Embedder) -> _Outcome:
+def _chexpert_8x200(data: EvalData, split: str | None, embed: CachedEmbedder) -> _Outcome:
     names, outcome = data.class_names(), _Outcome()
     candidates = embed.images(data.image_paths("candidates"), "candidates")
     image_queries = embed.images(data.image_paths("image_queries"), "image_queries")
@@ -205,12 +110,14 @@ def _chexpert_8x200(data: EvalData, split: str | None, embed: _Embedder) -> _Out
     return outcome
 
 
-def _chexpert_5x200(data: EvalData, split: str, embed: _Embedder) -> _Outcome:
+def _chexpert_5x200(data: EvalData, split: str, embed: CachedEmbedder) -> _Outcome:
     names, outcome = data.class_names(), _Outcome()
     images = embed.images(data.image_paths(split), split)
     labels = _labels_of(data, split, images)
-    impressions = embed.texts(data.split(split, ("report",))["report"], CHEXPERT_5X200_IMPRESSION, f"{split} impressions")
-    outcome.retrieval("image_to_text", images.embeddings, labels, impressions, np.asarray(data.labels(split)), CHEXPERT_5X200_K, names)
+    reports = data.split(split, ("report",))["report"]
+    impressions = embed.texts(reports, CHEXPERT_5X200_IMPRESSION, f"{split} impressions")
+    report_labels = np.asarray(data.labels(split))
+    outcome.retrieval("image_to_text", images.embeddings, labels, impressions, report_labels, CHEXPERT_5X200_K, names)
     classes = embed.class_embeddings(data.class_prompts(), CLASS_PROMPT, "class prompts")
     outcome.zero_shot("zero_shot", images.embeddings, labels, classes, names)
     outcome.protocol = {
@@ -221,7 +128,7 @@ def _chexpert_5x200(data: EvalData, split: str, embed: _Embedder) -> _Outcome:
     return outcome
 
 
-def _rsna(data: EvalData, split: str, embed: _Embedder) -> _Outcome:
+def _rsna(data: EvalData, split: str, embed: CachedEmbedder) -> _Outcome:
     names, outcome = data.class_names(), _Outcome()
     if len(names) != 2:
         raise EvaluationDataError(f"{data.directory}: rsna needs 2 class_names (negative, positive), got {names}")
@@ -242,14 +149,15 @@ def _rsna(data: EvalData, split: str, embed: _Embedder) -> _Outcome:
         outcome.details["threshold_protocol"] = protocol
     outcome.details["num_images"] = len(labels)
     outcome.details["positive_class"] = names[1]
-    outcome.plots.append(("roc_curve.png", plot_roc_curve, dict(labels=labels, scores=scores, auc=outcome.metrics["roc_auc"],
-                                                               title=f"RSNA pneumonia ({split}): zero-shot ROC")))
+    title = f"RSNA pneumonia ({split}): zero-shot ROC"
+    arguments = dict(labels=labels, scores=scores, auc=outcome.metrics["roc_auc"], title=title)
+    outcome.plots.append(("roc_curve.png", plot_roc_curve, arguments))
     outcome.protocol = {"prompts": RSNA_PROMPT.describe(), "score": "softmax([cos_pos, cos_neg])[0]",
                         "folds": RSNA_FOLDS, "seed": RSNA_SEED, "threshold_step": RSNA_STEP}
     return outcome
 
 
-def _report_retrieval(data: EvalData, split: str, embed: _Embedder, outcome: _Outcome) -> ImageEmbeddings:
+def _report_retrieval(data: EvalData, split: str, embed: CachedEmbedder, outcome: _Outcome) -> ImageEmbeddings:
     """Text-to-image and image-to-text P@1/5/10 between a split's images and its reports."""
     names = data.class_names()
     images = embed.images(data.image_paths(split), split)
@@ -261,13 +169,13 @@ def _report_retrieval(data: EvalData, split: str, embed: _Embedder, outcome: _Ou
     return images
 
 
-def _mimic_5x200(data: EvalData, split: str, embed: _Embedder) -> _Outcome:
+def _mimic_5x200(data: EvalData, split: str, embed: CachedEmbedder) -> _Outcome:
     outcome = _Outcome()
     _report_retrieval(data, split, embed, outcome)
     return outcome
 
 
-def _demo(data: EvalData, split: str, embed: _Embedder) -> _Outcome:
+def _demo(data: EvalData, split: str, embed: CachedEmbedder) -> _Outcome:
     outcome = _Outcome()
     images = _report_retrieval(data, split, embed, outcome)
     classes = embed.class_embeddings(data.class_prompts(), CLASS_PROMPT, "class prompts")
@@ -279,7 +187,7 @@ def _demo(data: EvalData, split: str, embed: _Embedder) -> _Outcome:
 @dataclass(frozen=True)
 class TaskSpec:
     name: str
-    run: Callable[[EvalData, str | None, _Embedder], _Outcome]
+    run: Callable[[EvalData, str | None, CachedEmbedder], _Outcome]
     default_split: str | None  # None: the task uses fixed splits
     description: str
 
@@ -370,7 +278,7 @@ def run_task(
     if cache_dir is not None:
         cache = EmbeddingCache(cache_dir)
         model_key = fingerprint(model_fingerprint or fingerprint_module(model), fingerprint_processor(processor))
-    embed = _Embedder(model, processor, batch_size=batch_size, device=device, num_workers=num_workers,
+    embed = CachedEmbedder(model, processor, batch_size=batch_size, device=device, num_workers=num_workers,
                       draft_decode=draft_decode, progress=progress, cache=cache, model_key=model_key)
     with eval_mode(model):
         outcome = spec.run(data, split, embed)
