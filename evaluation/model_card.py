@@ -33,8 +33,8 @@ CXR_BERT = "microsoft/BiomedVLP-CXR-BERT-specialized"
 
 # (dataset type, dataset name) of every evaluation task, as they appear in the model-index.
 TASK_DATASETS = {
-    "chexpert_8x200": ("chexpert-8x200", "CheXpert 8x200 (ConVIRT retrieval set)"),
-    "chexpert_5x200": ("chexpert-5x200", "CheXpert 5x200 (GLoRIA set)"),
+    "chexpert_8x200": ("chexpert-8x200", "CheXpert 8x200, ConVIRT retrieval set"),
+    "chexpert_5x200": ("chexpert-5x200", "CheXpert 5x200, GLoRIA set"),
     "rsna": ("rsna-pneumonia", "RSNA Pneumonia Detection Challenge"),
     "mimic_5x200": ("mimic-cxr-5x200", "MIMIC-CXR 5x200"),
     "demo": ("alta-hf-demo", "alta-hf demo data (synthetic)"),
@@ -284,6 +284,7 @@ def build_model_card(
     trainable, total = counts["trainable"], counts["total"]
     share = f"{100 * trainable / total:.1f}%" if total else "n/a"
     loss_block = f"\n![training curves]({loss_curves})\n" if loss_curves else ""
+    mrm_text = "; ALTA's image tower starts from the MRM checkpoint (github.com/RL4M/MRM-pytorch)" if is_alta else ""
     base_text = ", ".join(f"[`{b}`](https://huggingface.co/{b})" for b in base_models) or "not recorded"
     data_text = {
         "official": "MIMIC-CXR-JPG (the official ALTA run)",
@@ -308,8 +309,9 @@ triage or any decision about patients.
 - Inference uses a single frontal image; the training-time lateral and prior-study views are not used.
 - Zero-shot scores are similarities, not calibrated probabilities; thresholds chosen on one dataset
   do not transfer to another.
-- Training data (MIMIC-CXR) come from one US hospital and English reports; expect lower accuracy on
-  other populations, devices, views, languages and report styles, and possible demographic biases.
+- ALTA's training data (MIMIC-CXR) come from one US hospital and English reports; expect lower
+  accuracy on other populations, devices, views, languages and report styles, and possible
+  demographic biases.
 
 ## Licence and data terms
 
@@ -322,7 +324,7 @@ The model and processor ship their own code (`trust_remote_code=True`):
 {_usage(repo_id)}
 ## Training
 
-- Base models: {base_text}; the image tower starts from the MRM checkpoint (github.com/RL4M/MRM-pytorch).
+- Base models: {base_text}{mrm_text}.
 - Training data: {data_text}.
 
 {_training_section(training_args)}{loss_block}

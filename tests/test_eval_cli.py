@@ -67,17 +67,39 @@ def test_eval_cli_rsna_writes_metrics_plots_and_caches(tmp_path, clip_dir, proce
     assert second["metrics"] == first["metrics"]
 
 
-def test_eval_cli_other_tasks_and_no_cache(tmp_path, clip_dir, processing_stand_ins):
-    data = stand_ins.make_chexpert_5x200(tmp_path / "data")
+def _precision(direction, ks):
+    return {f"{direction}/precision_at_{k}" for k in ks}
+
+
+ZERO_SHOT = {"zero_shot/accuracy", "zero_shot/macro_f1"}
+OTHER_TASKS = {
+    # task: (fixture, metric names, plots); the fixtures are small, so 5x200's P@100 is skipped
+    "chexpert_8x200": (stand_ins.make_chexpert_8x200, _precision("image_to_image", (5, 10, 50)) | _precision("text_to_image", (5, 10, 50)),
+                       ["image_to_image_precision_at_k.png", "text_to_image_precision_at_k.png"]),
+    "chexpert_5x200": (stand_ins.make_chexpert_5x200, _precision("image_to_text", (5, 10)) | ZERO_SHOT,
+                       ["image_to_text_precision_at_k.png", "zero_shot_confusion_matrix.png"]),
+    "mimic_5x200": (stand_ins.make_mimic_5x200, _precision("image_to_text", (1, 5, 10)) | _precision("text_to_image", (1, 5, 10)),
+                    ["image_to_text_precision_at_k.png", "text_to_image_precision_at_k.png"]),
+    "demo": (stand_ins.make_demo, _precision("image_to_text", (1, 5, 10)) | _precision("text_to_image", (1, 5, 10)) | ZERO_SHOT,
+             ["image_to_text_precision_at_k.png", "text_to_image_precision_at_k.png", "zero_shot_confusion_matrix.png"]),
+}
+
+
+@pytest.mark.parametrize("task", sorted(OTHER_TASKS))
+def test_eval_cli_every_other_task(task, tmp_path, clip_dir, processing_stand_ins):
+    make, names, plots = OTHER_TASKS[task]
     out = tmp_path / "out"
-    result = eval_cli.main(["--model", str(clip_dir), "--task", "chexpert_5x200", "--data", str(data),
-                            "--output-dir", str(out), "--quiet", "--no-cache"])
-    assert set(result["metrics"]) == {"image_to_text/precision_at_5", "image_to_text/precision_at_10",
-                                      "zero_shot/accuracy", "zero_shot/macro_f1"}
+    result = eval_cli.main(["--model", str(clip_dir), "--task", task, "--data", str(make(tmp_path / "data")),
+                            "--output-dir", str(out), "--quiet", "--no-cache", "--batch-size", "8"])
+    assert set(result["metrics"]) == names
     assert all(0 <= value <= 1 for value in result["metrics"].values())
-    assert result["protocol"]["model_text_positions"] == 32
+    assert result["protocol"]["model_text_positions"] == 32  # e.g. 5x200's 256-token impressions are cut to 32
     assert not (out / "embedding_cache").exists()
-    assert sorted(p.name for p in out.glob("*.png")) == ["image_to_text_precision_at_k.png", "zero_shot_confusion_matrix.png"]
+    assert json.loads((out / "metrics.json").read_text())["metrics"] == pytest.approx(result["metrics"])
+    assert sorted(p.name for p in out.glob("*.png")) == plots
+    for name in plots:
+        with Image.open(out / name) as image:
+            image.verify()
 
 
 def test_eval_cli_reports_bad_input_clearly(tmp_path, clip_dir, processing_stand_ins):
