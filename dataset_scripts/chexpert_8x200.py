@@ -12,7 +12,6 @@ typos included.
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -22,13 +21,13 @@ import pandas as pd
 
 from .chexpert_5x200 import single_positive_labels
 from .common import (
+    builder_argument_parser,
     content_fingerprint,
     drop_missing_files,
     frame_to_dataset,
-    print_summary,
     read_csv_columns,
     require_directory,
-    save_dataset,
+    save_and_report,
 )
 
 BUILDER_VERSION = "1.0.0"
@@ -107,15 +106,11 @@ def build_chexpert_8x200(
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dataset_scripts.chexpert_8x200", description=__doc__.split("\n\n")[0])
+    parser = builder_argument_parser("chexpert_8x200", __doc__, "drop (and count) rows whose image file is missing")
     parser.add_argument("--convirt-dir", required=True, help="folder with image-retrieval/ and text-retrieval/ from ConVIRT")
     parser.add_argument("--chexpert-root", required=True, help="folder that contains CheXpert-v1.0-small/")
-    parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--check-files", action="store_true", help="drop (and count) rows whose image file is missing")
     args = parser.parse_args(argv)
-    dataset, meta, summary = build_chexpert_8x200(args.convirt_dir, args.chexpert_root, args.check_files)
-    output = save_dataset(dataset, args.output_dir, meta, summary)
-    print_summary(summary, title=f"CheXpert 8x200 -> {output}")
+    save_and_report(build_chexpert_8x200(args.convirt_dir, args.chexpert_root, args.check_files), args.output_dir, "CheXpert 8x200")
 
 
 __all__ = ["CLASS_NAMES", "build_chexpert_8x200", "main"]

@@ -8,6 +8,7 @@ the `save_to_disk` output, `alta_dataset.json` and `build_summary.json`.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -188,6 +189,22 @@ def save_dataset(
     return output_dir
 
 
+def builder_argument_parser(module: str, doc: str, check_files_help: str) -> argparse.ArgumentParser:
+    """The parser every builder CLI starts from: `--output-dir` and `--check-files`."""
+    parser = argparse.ArgumentParser(prog=f"python -m dataset_scripts.{module}", description=doc.split("\n\n")[0])
+    parser.add_argument("--output-dir", required=True, help="where the dataset folder is written")
+    parser.add_argument("--check-files", action="store_true", help=check_files_help)
+    return parser
+
+
+def save_and_report(built: tuple, output_dir: os.PathLike | str, title: str) -> Path:
+    """Save a builder's `(dataset, meta, summary)` with `save_dataset` and print the summary table."""
+    dataset, meta, summary = built
+    output = save_dataset(dataset, output_dir, meta, summary)
+    print_summary(summary, title=f"{title} -> {output}")
+    return output
+
+
 def load_dataset_meta(dataset_dir: os.PathLike | str) -> dict:
     """The `alta_dataset.json` of a built dataset folder."""
     path = Path(dataset_dir) / DATASET_META_FILE
@@ -227,6 +244,7 @@ __all__ = [
     "DATASET_META_FILE",
     "DatasetBuildError",
     "MissingColumnError",
+    "builder_argument_parser",
     "content_fingerprint",
     "drop_missing_files",
     "files_exist",
@@ -238,5 +256,6 @@ __all__ = [
     "print_summary",
     "read_csv_columns",
     "require_directory",
+    "save_and_report",
     "save_dataset",
 ]

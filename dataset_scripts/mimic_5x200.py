@@ -20,7 +20,6 @@ order) and `report` (the impression); `alta_dataset.json` carries `class_names`,
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
@@ -30,14 +29,14 @@ import pandas as pd
 
 from .class_prompts import CHEXPERT_COMPETITION_CLASSES, chexpert_class_prompts
 from .common import (
+    builder_argument_parser,
     DatasetBuildError,
     content_fingerprint,
     find_table,
     frame_to_dataset,
     parse_int_column,
-    print_summary,
     read_csv_columns,
-    save_dataset,
+    save_and_report,
 )
 from .mimic_reports import MimicReports, extract_report_texts
 from .mimic_tables import CHEXPERT_STEM, SPLITS, load_images, select_study_views
@@ -136,18 +135,15 @@ def build_mimic_5x200(
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dataset_scripts.mimic_5x200", description=__doc__.split("\n\n")[0])
+    parser = builder_argument_parser("mimic_5x200", __doc__, "ignore images whose JPG is missing")
     parser.add_argument("--root", required=True, help="MIMIC-CXR-JPG root (metadata, split and chexpert CSVs)")
     parser.add_argument("--reports", required=True, help="mimic-cxr-reports.zip, or the folder it was extracted to")
-    parser.add_argument("--output-dir", required=True)
     parser.add_argument("--splits", nargs="+", choices=SPLITS, default=["test"], help="official splits to draw from (default: test)")
     parser.add_argument("--per-class", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--check-files", action="store_true", help="ignore images whose JPG is missing")
     args = parser.parse_args(argv)
-    dataset, meta, summary = build_mimic_5x200(args.root, args.reports, tuple(args.splits), args.per_class, args.seed, args.check_files)
-    output = save_dataset(dataset, args.output_dir, meta, summary)
-    print_summary(summary, title=f"MIMIC 5x200 -> {output}")
+    built = build_mimic_5x200(args.root, args.reports, tuple(args.splits), args.per_class, args.seed, args.check_files)
+    save_and_report(built, args.output_dir, "MIMIC 5x200")
 
 
 __all__ = ["CLASS_NAMES", "FEATURES", "build_mimic_5x200", "main", "single_class_studies"]

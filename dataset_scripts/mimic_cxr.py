@@ -10,15 +10,13 @@ Writes a `DatasetDict` (`train`, `validate`, `test`) with the columns of `PRETRA
 
 from __future__ import annotations
 
-import argparse
 import os
 from functools import partial
 from pathlib import Path
 
 import datasets
-import pandas as pd
 
-from .common import content_fingerprint, frame_to_dataset, print_summary, save_dataset
+from .common import builder_argument_parser, content_fingerprint, frame_to_dataset, save_and_report
 from .mimic_reports import MimicReports, extract_report_texts
 from .mimic_tables import SPLITS, assign_priors, load_images, select_study_views
 from .report_sections import REPORT_SECTION_MODES, report_text
@@ -107,23 +105,16 @@ def build_mimic_cxr(
     return dataset, meta, summary
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m dataset_scripts.mimic_cxr", description=__doc__.split("\n\n")[0])
+def main(argv=None) -> None:
+    parser = builder_argument_parser("mimic_cxr", __doc__, "verify that every image JPG exists (slow on network mounts)")
     parser.add_argument("--root", required=True, help="MIMIC-CXR-JPG root (metadata and split CSVs, files/)")
     parser.add_argument("--reports", required=True, help="mimic-cxr-reports.zip, or the folder it was extracted to")
-    parser.add_argument("--output-dir", required=True, help="where the dataset folder is written")
     parser.add_argument("--report-sections", choices=REPORT_SECTION_MODES, default="findings_impression",
                         help="findings_impression (default): FINDINGS then IMPRESSION, else the last paragraph; "
                              "full: the whole report on one line")
-    parser.add_argument("--check-files", action="store_true", help="verify that every image JPG exists (slow on network mounts)")
-    return parser.parse_args(argv)
-
-
-def main(argv=None) -> None:
-    args = parse_args(argv)
-    dataset, meta, summary = build_mimic_cxr(args.root, args.reports, args.report_sections, args.check_files)
-    output = save_dataset(dataset, args.output_dir, meta, summary)
-    print_summary(summary, title=f"MIMIC-CXR pre-training set -> {output}")
+    args = parser.parse_args(argv)
+    built = build_mimic_cxr(args.root, args.reports, args.report_sections, args.check_files)
+    save_and_report(built, args.output_dir, "MIMIC-CXR pre-training set")
 
 
 __all__ = ["PRETRAINING_FEATURES", "build_mimic_cxr", "main"]

@@ -68,17 +68,15 @@ def normalize_section_name(name: str) -> str:
 def split_sections(report: str) -> list[tuple[str, str]]:
     """`[(normalised name, raw text), ...]` in report order; see the module docstring for the rules."""
     report = report.replace("\r\n", "\n")
-    header = SECTION_HEADER.search(report)
-    if header is None:
+    # One scan finds the same headers as "search again from the first newline after each header":
+    # a header starts with a newline, and none lies between a header's end and the next newline.
+    headers = list(SECTION_HEADER.finditer(report))
+    if not headers:
         sections = [("full report", report)]
     else:
-        sections = [("preamble", report[: header.start(1)])]
-        while header is not None:
-            start = header.end()
-            newline = report.find("\n", start)
-            following = SECTION_HEADER.search(report, start if newline == -1 else newline)
-            sections.append((normalize_section_name(header.group(1)), report[start: following.start() if following else len(report)]))
-            header = following
+        ends = [header.start() for header in headers[1:]] + [len(report)]
+        sections = [("preamble", report[: headers[0].start(1)])]
+        sections += [(normalize_section_name(h.group(1)), report[h.end(): end]) for h, end in zip(headers, ends)]
     sections = [(name, text) for name, text in sections if name not in ("impression", "findings") or text.strip()]
     names = {name for name, _ in sections}
     if "impression" not in names and "findings" not in names and BLANK_LINE in sections[-1][1]:

@@ -12,7 +12,6 @@ training images; disagreements are counted, not fatal. Output splits `validation
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path, PurePosixPath
 
@@ -20,15 +19,15 @@ import datasets
 import pandas as pd
 
 from .common import (
+    builder_argument_parser,
     DatasetBuildError,
     content_fingerprint,
     drop_missing_files,
     frame_to_dataset,
     parse_int_column,
-    print_summary,
     read_csv_columns,
     require_directory,
-    save_dataset,
+    save_and_report,
 )
 
 BUILDER_VERSION = "1.0.0"
@@ -121,17 +120,13 @@ def build_rsna(
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dataset_scripts.rsna", description=__doc__.split("\n\n")[0])
+    parser = builder_argument_parser("rsna", __doc__, "drop (and count) entries whose DICOM file is missing")
     parser.add_argument("--root", required=True, help="RSNA folder with stage_2_train_images/ and stage_2_test_images/")
-    parser.add_argument("--output-dir", required=True)
     parser.add_argument("--val-list", help=f"default: ROOT/{LIST_FILES['validation']}")
     parser.add_argument("--test-list", help=f"default: ROOT/{LIST_FILES['test']}")
     parser.add_argument("--labels", help=f"Kaggle labels for the cross-check; default: ROOT/{LABELS_FILE} if present")
-    parser.add_argument("--check-files", action="store_true", help="drop (and count) entries whose DICOM file is missing")
     args = parser.parse_args(argv)
-    dataset, meta, summary = build_rsna(args.root, args.val_list, args.test_list, args.labels, args.check_files)
-    output = save_dataset(dataset, args.output_dir, meta, summary)
-    print_summary(summary, title=f"RSNA Pneumonia -> {output}")
+    save_and_report(build_rsna(args.root, args.val_list, args.test_list, args.labels, args.check_files), args.output_dir, "RSNA Pneumonia")
 
 
 __all__ = ["CLASS_NAMES", "CLASS_PROMPTS", "build_rsna", "main", "read_patient_labels", "read_split_list"]
