@@ -1,6 +1,6 @@
 """Benchmark: the MIMIC-CXR pre-training builder on generated full-size inputs, and how its time scales.
 
-    python benchmarks/bench_dataset_mimic.py [--scales 0.1 0.5 1.0] [--repeats 2] [--work-dir DIR]
+    python benchmarks/bench_dataset_mimic.py [--scales 0.1 0.5 1.0] [--repeats 2] [--work-dir DIR] [--compare-readers]
 
 For each scale it generates synthetic MIMIC-CXR-JPG tables (`.csv.gz`, the real headers and quirks)
 and a `mimic-cxr-reports.zip` with one report per study, scaled from the real sizes (377,110 images,
@@ -49,6 +49,35 @@ def child(root: str, reports: str, output: str) -> None:
     }))
 
 
+def compare_readers(folder: Path) -> None:
+    """The two speed choices of the builder, side by side on the same inputs: CSV engine and zip member reading."""
+    import re
+
+    import pandas as pd
+
+    sys.path.insert(0, str(REPO))
+    from dataset_scripts.mimic_reports import MimicReports
+
+    metadata = folder / "mimic-cxr-jpg" / "mimic-cxr-2.0.0-metadata.csv.gz"
+    for engine in ("c", "pyarrow"):
+        start = time.perf_counter()
+        pd.read_csv(metadata, dtype=str, engine=engine)
+        print(f"metadata CSV, pandas {engine} engine: {time.perf_counter() - start:.2f} s", flush=True)
+    archive = folder / "mimic-cxr-reports.zip"
+    with zipfile.ZipFile(archive) as plain:
+        names = plain.namelist()
+        start = time.perf_counter()
+        for name in names:
+            plain.read(name)
+        print(f"{len(names):,} reports via ZipFile.read: {time.perf_counter() - start:.2f} s", flush=True)
+    keys = [tuple(map(int, re.search(r"p(\d+)/s(\d+)\.txt$", name).groups())) for name in names]
+    with MimicReports(archive) as reports:
+        start = time.perf_counter()
+        for subject, study in keys:
+            reports.read(subject, study)
+        print(f"{len(keys):,} reports via MimicReports.read (memory-mapped): {time.perf_counter() - start:.2f} s", flush=True)
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -64,6 +93,8 @@ def main() -> None:
     parser.add_argument("--scales", type=float, nargs="+", default=[0.1, 0.5, 1.0])
     parser.add_argument("--repeats", type=int, default=2, help="builds per scale; the fastest is reported")
     parser.add_argument("--work-dir", help="keep generated inputs here (reused when present) instead of a temp dir")
+    parser.add_argument("--compare-readers", action="store_true",
+                        help="also time the CSV engines and the zip readers on the largest scale's inputs")
     parser.add_argument("--child", nargs=3, metavar=("ROOT", "REPORTS", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -103,6 +134,8 @@ def main() -> None:
                 print(f"scale {scale:g}: build {record['build_s']:.1f} s, save {record['save_s']:.1f} s, "
                       f"total {record['total_s']:.1f} s, build+save CPU {record['work_cpu_s']:.1f} s, "
                       f"peak {record['peak_rss_gb']:.2f} GB, load {os.getloadavg()[0]:.1f}", flush=True)
+        if args.compare_readers:
+            compare_readers(inputs[max(args.scales)][0])
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)

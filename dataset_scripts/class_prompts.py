@@ -1,6 +1,6 @@
 """Zero-shot class prompts for the five CheXpert competition classes (GLoRIA's phrase table, Apache-2.0).
 
-The table (`data/chexpert_class_prompts.json`, licence notice in `data/GLORIA_LICENSE.txt`) gives, per
+The table (`chexpert_class_prompts.json`, licence text in `GLORIA_LICENSE.txt`, both beside this file) gives, per
 class, three phrase lists in a fixed key order (severity, subtype, location; for Pleural Effusion
 severity, location, subtype). Every combination `f"{a} {b} {c}".strip()` is a prompt, duplicates
 included (the Pleural Effusion subtype "bilateral pleural effusion" is listed twice, so 54 prompts,
@@ -14,7 +14,7 @@ import itertools
 import json
 from pathlib import Path
 
-PROMPT_TABLE_PATH = Path(__file__).with_name("data") / "chexpert_class_prompts.json"
+PROMPT_TABLE_PATH = Path(__file__).with_name("chexpert_class_prompts.json")
 CHEXPERT_COMPETITION_CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 
 

@@ -186,3 +186,19 @@ def test_mimic_5x200_sampling_rule_on_random_data(synthetic_mimic):
     assert again["image_path"] == test["image_path"] and again._fingerprint == test._fingerprint
     assert other["image_path"] != test["image_path"] and other._fingerprint != test._fingerprint
     assert Counter(other["label"]) == Counter(test["label"])
+
+
+def test_fixture_layouts_match_the_real_files_shipped_in_torchxrayvision(tmp_path):
+    """The real CheXpert train.csv and RSNA labels ship in the torchxrayvision wheel (not a dependency)."""
+    xrv = pytest.importorskip("torchxrayvision")
+    import zipfile
+    from pathlib import Path
+
+    from fixtures_eval_sets import CHEXPERT_COLUMNS
+
+    data = Path(xrv.__file__).parent / "data"
+    assert list(pd.read_csv(data / "chexpert_train.csv.gz", nrows=0).columns) == CHEXPERT_COLUMNS
+    with zipfile.ZipFile(data / "kaggle_stage_2_train_labels.csv.zip") as archive:
+        archive.extractall(tmp_path)
+    labels, bad = rsna.read_patient_labels(tmp_path / "stage_2_train_labels.csv")
+    assert (len(labels), int(labels.sum()), bad) == (26_684, 6_012, 0)
