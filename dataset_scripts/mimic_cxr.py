@@ -68,7 +68,9 @@ def build_mimic_cxr(
     studies["report"] = texts
     skipped["missing_report_file"] = report_counts.pop("missing_report_file", 0)
     skipped["unreadable_report_file"] = report_counts.pop("unreadable_report_file", 0)
-    skipped["no_report_text"] = report_counts.get("source:none", 0)
+    skipped["no_report_text"] = report_counts.pop("source:none", 0)
+    input_counts["non_utf8_reports"] = report_counts.pop("non_utf8_reports", 0)
+    views = input_counts.pop("views")
     studies = studies[studies["report"].fillna("").str.len() > 0].reset_index(drop=True)
     studies["lateral_path"] = studies["lateral_path"].astype(object).where(studies["lateral_path"].notna(), None)
 
@@ -82,14 +84,14 @@ def build_mimic_cxr(
         "builder": "mimic_cxr",
         "rows": {split: dataset[split].num_rows for split in SPLITS},
         "skipped": skipped,
-        "inputs": {**{k: v for k, v in input_counts.items() if k != "views"}, "non_utf8_reports": report_counts.pop("non_utf8_reports", 0)},
-        "views": input_counts["views"],
+        "inputs": input_counts,
+        "views": views,
         "written": {
             "with_lateral": int(studies["lateral_path"].notna().sum()),
             "with_prior": int(studies["prior_study_id"].notna().sum()),
             "with_prior_lateral": int(studies["prior_lateral_path"].notna().sum()),
         },
-        "report_text_source": {k.split(":", 1)[1]: v for k, v in sorted(report_counts.items()) if k != "source:none"},
+        "report_text_source": {k.split(":", 1)[1]: v for k, v in sorted(report_counts.items())},
     }
     meta = {
         "kind": "pretraining",
@@ -100,7 +102,6 @@ def build_mimic_cxr(
         "columns": list(PRETRAINING_FEATURES),
         "report_sections": report_sections,
         "reports": str(Path(reports).absolute()),
-        "fingerprint": fingerprint,
     }
     return dataset, meta, summary
 
