@@ -15,6 +15,8 @@ from functools import partial
 from pathlib import Path
 
 import datasets
+import numpy as np
+import pandas as pd
 
 from .common import builder_argument_parser, content_fingerprint, frame_to_dataset, save_and_report
 from .mimic_reports import MimicReports, extract_report_texts
@@ -65,13 +67,13 @@ def build_mimic_cxr(
             partial(report_text, mode=report_sections),
             total=len(studies),
         )
-    studies["report"] = texts
+    studies["report"] = pd.Series(texts, index=studies.index, dtype=object)
     skipped["missing_report_file"] = report_counts.pop("missing_report_file", 0)
     skipped["unreadable_report_file"] = report_counts.pop("unreadable_report_file", 0)
     skipped["no_report_text"] = report_counts.pop("source:none", 0)
     input_counts["non_utf8_reports"] = report_counts.pop("non_utf8_reports", 0)
     views = input_counts.pop("views")
-    studies = studies[studies["report"].fillna("").str.len() > 0].reset_index(drop=True)
+    studies = studies[np.array([bool(text) for text in texts], dtype=bool)].reset_index(drop=True)
     studies["lateral_path"] = studies["lateral_path"].astype(object).where(studies["lateral_path"].notna(), None)
 
     options = {"report_sections": report_sections, "check_files": check_files}

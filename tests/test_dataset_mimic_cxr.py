@@ -150,6 +150,14 @@ def test_check_files_drops_missing_images_before_selection(tmp_path):
     assert summary["skipped"]["frontal_image_missing"] == 1 and summary["skipped"]["no_frontal_image"] == 2
 
 
+def test_check_files_without_any_image_gives_empty_splits(tmp_path):
+    variant = write_mimic_fixture(tmp_path)
+    dataset, _, summary = build_mimic_cxr(variant.root, variant.reports, check_files=True)
+    assert summary["rows"] == {"train": 0, "validate": 0, "test": 0}
+    assert summary["inputs"]["missing_image_files"] == 19 and summary["skipped"]["frontal_image_missing"] == 10
+    assert dataset["train"].features == PRETRAINING_FEATURES
+
+
 def test_fingerprint_follows_content(tmp_path, built):
     again = build_mimic_cxr(*_paths(write_mimic_fixture(tmp_path / "a")))[0]
     changed = write_mimic_fixture(tmp_path / "b")
