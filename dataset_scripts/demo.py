@@ -33,6 +33,7 @@ from pathlib import Path
 
 import datasets
 
+from .common import save_dataset
 from .demo_phantom import CLASS_NAMES
 from .demo_reports import CLASS_PROMPTS
 from .demo_studies import (
@@ -83,22 +84,16 @@ def _generate_split(options: DemoOptions, split: str, root: Path, pool) -> tuple
     return list(rows), list(records)
 
 
-def _write_json(path: Path, payload: dict) -> None:
-    path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-
-
 def _save_dataset(splits: dict[str, list[dict]], output_dir: Path, meta: dict, summary: dict) -> None:
     dataset = datasets.DatasetDict({
         split: datasets.Dataset.from_list(rows, features=_features(split)) for split, rows in splits.items()})
     progress = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        dataset.save_to_disk(str(output_dir))
+        save_dataset(dataset, output_dir, meta, summary)
     finally:
         if progress:
             datasets.enable_progress_bars()
-    _write_json(output_dir / "alta_dataset.json", meta)
-    _write_json(output_dir / "build_summary.json", summary)
 
 
 def _default_workers() -> int:
@@ -194,7 +189,7 @@ def _write_outputs(generated, options: DemoOptions, generator: dict, root: Path,
                 handle.write(json.dumps(record) + "\n")
     summary = {"generator": generator, "pretrain": pretrain_summary, "eval": eval_summary,
                "tokenizer_vocab_size": len(vocab), "skipped": {}}
-    _write_json(root / "build_summary.json", summary)
+    (root / "build_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
 
