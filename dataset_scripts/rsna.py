@@ -1,0 +1,135 @@
+"""RSNA Pneumonia zero-shot set (validation and test) from ALTA's/MRM's split lists and the Kaggle files.
+
+    python -m dataset_scripts.rsna --root RSNA --output-dir OUT [--val-list F] [--test-list F] [--labels F] [--check-files]
+
+`RSNA` holds `stage_2_train_images/`, `stage_2_test_images/` (DICOM) and, by default, `val_list.txt`,
+`test_list.txt` (lines `<path relative to RSNA> <label> `) and `stage_2_train_labels.csv`. The split
+lists are the authority for labels: Kaggle publishes none for the test images. The Kaggle labels
+(one row per box, collapsed to `max(Target)` per patientId) only cross-check the list labels of
+training images; disagreements are counted, not fatal. Output splits `validation` and `test` with
+`image_path` (the `.dcm` file) and `label` (ClassLabel `["no pneumonia", "pneumonia"]`), in list order.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+import datasets
+import pandas as pd
+
+from .common import (
+    builder_argument_parser,
+    DatasetBuildError,
+    content_fingerprint,
+    drop_missing_files,
+    frame_to_dataset,
+    parse_int_column,
+    read_csv_columns,
+    require_directory,
+    save_and_report,
+)
+
+BUILDER_VERSION = "1.0.0"
+CLASS_NAMES = ["no pneumonia", "pneumonia"]
+CLASS_PROMPTS = {"no pneumonia": ["There is no pneumonia"], "pneumonia": ["There is pneumonia"]}
+FEATURES = datasets.Features({"image_path": datasets.Value("string"), "label": datasets.ClassLabel(names=CLASS_NAMES)})
+LIST_FILES = {"validation": "val_list.txt", "test": "test_list.txt"}
+LABELS_FILE = "stage_2_train_labels.csv"
+
+
+def read_split_list(path: os.PathLike | str) -> tuple[pd.DataFrame, dict]:
+    """`(frame[image_path, label], counts)` from a `path label` list; bad lines and duplicates are counted and dropped."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetBuildError(f"{path}: split list not found")
+    rows, counts = [], {"malformed_lines": 0, "duplicate_images": 0}
+    seen = set()
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or fields[1] not in ("0", "1") or not fields[0].lower().endswith(".dcm"):
+            counts["malformed_lines"] += 1
+            continue
+        if fields[0] in seen:
+            counts["duplicate_images"] += 1
+            continue
+        seen.add(fields[0])
+        rows.append((fields[0], int(fields[1])))
+    return pd.DataFrame(rows, columns=["image_path", "label"]), counts
+
+
+def read_patient_labels(path: os.PathLike | str) -> tuple[pd.Series, int]:
+    """`max(Target)` per patientId of `stage_2_train_labels.csv` (one row per box) and the number of bad rows."""
+    frame, bad_lines = read_csv_columns(path, ["patientId", "Target"])
+    target = parse_int_column(frame["Target"])
+    valid = target.isin([0, 1]).to_numpy(dtype=bool) & frame["patientId"].notna().to_numpy()
+    labels = target[valid].astype("int64").groupby(frame["patientId"][valid].str.strip()).max()
+    return labels, bad_lines + int((~valid).sum())
+
+
+def build_rsna(
+    root: os.PathLike | str,
+    val_list: os.PathLike | str | None = None,
+    test_list: os.PathLike | str | None = None,
+    labels: os.PathLike | str | None = None,
+    check_files: bool = False,
+) -> tuple[datasets.DatasetDict, dict, dict]:
+    """Returns `(DatasetDict(validation, test), meta, summary)` for `save_dataset`."""
+    root = require_directory(root, "RSNA root")
+    list_paths = {"validation": Path(val_list or root / LIST_FILES["validation"]), "test": Path(test_list or root / LIST_FILES["test"])}
+    labels_path = Path(labels) if labels is not None else root / LABELS_FILE
+    kaggle = read_patient_labels(labels_path) if labels is not None or labels_path.is_file() else None
+
+    frames, skipped, checks = {}, {}, {}
+    for split, list_path in list_paths.items():
+        frame, counts = read_split_list(list_path)
+        skipped.update({f"{split}_{key}": value for key, value in counts.items()})
+        if check_files:
+            frame = drop_missing_files(frame, "image_path", root, skipped, f"{split}_missing_image_file")
+        frames[split] = frame
+        if kaggle is not None:
+            patient = frame["image_path"].map(lambda p: PurePosixPath(p).stem)
+            known = kaggle[0].reindex(patient.to_numpy())
+            checks[f"{split}_label_mismatch_with_kaggle_csv"] = int((known.notna().to_numpy() & (known.to_numpy() != frame["label"].to_numpy())).sum())
+            checks[f"{split}_not_in_kaggle_csv"] = int(known.isna().sum())
+    if kaggle is not None:
+        checks["kaggle_patients"] = len(kaggle[0])
+        checks["kaggle_positive_patients"] = int(kaggle[0].sum())
+        checks["kaggle_malformed_rows"] = kaggle[1]
+
+    fingerprint = content_fingerprint("rsna", BUILDER_VERSION)
+    dataset = datasets.DatasetDict({split: frame_to_dataset(f, FEATURES, split, fingerprint) for split, f in frames.items()})
+    summary = {
+        "builder": "rsna",
+        "rows": {split: len(f) for split, f in frames.items()},
+        "positives": {split: int(f["label"].sum()) for split, f in frames.items()},
+        "skipped": skipped,
+        "checks": checks,
+    }
+    meta = {
+        "kind": "rsna",
+        "image_root": str(root.absolute()),
+        "class_names": CLASS_NAMES,
+        "class_prompts": CLASS_PROMPTS,
+        "sources": {split: str(p.absolute()) for split, p in list_paths.items()},
+        "builder_version": BUILDER_VERSION,
+    }
+    return dataset, meta, summary
+
+
+def main(argv=None) -> None:
+    parser = builder_argument_parser("rsna", __doc__, "drop (and count) entries whose DICOM file is missing")
+    parser.add_argument("--root", required=True, help="RSNA folder with stage_2_train_images/ and stage_2_test_images/")
+    parser.add_argument("--val-list", help=f"default: ROOT/{LIST_FILES['validation']}")
+    parser.add_argument("--test-list", help=f"default: ROOT/{LIST_FILES['test']}")
+    parser.add_argument("--labels", help=f"Kaggle labels for the cross-check; default: ROOT/{LABELS_FILE} if present")
+    args = parser.parse_args(argv)
+    save_and_report(build_rsna(args.root, args.val_list, args.test_list, args.labels, args.check_files), args.output_dir, "RSNA Pneumonia")
+
+
+__all__ = ["CLASS_NAMES", "CLASS_PROMPTS", "build_rsna", "main", "read_patient_labels", "read_split_list"]
+
+if __name__ == "__main__":
+    main()

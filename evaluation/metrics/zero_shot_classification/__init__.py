@@ -1,0 +1,3 @@
+"""Local `evaluate` module folder (see the module file of the same name)."""
+
+__all__ = []
