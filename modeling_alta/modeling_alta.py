@@ -202,6 +202,15 @@ class AltaPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         # in-memory key names in the file (transformers 5 would otherwise write ViTMAE keys in the v4 layout)
         kwargs.setdefault("save_original_format", False)
+        if self._auto_class is not None:
+            # transformers maps only the saved class; both live in this file, and a pre-training folder must also
+            # load through AutoModel (an inference folder through AutoModelForPreTraining) with remote code
+            module = type(self).__module__.rsplit(".", 1)[-1]
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModel": f"{module}.AltaModel",
+                "AutoModelForPreTraining": f"{module}.AltaForPreTraining",
+            }
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _trainable_parameters(self):
