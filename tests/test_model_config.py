@@ -1,6 +1,7 @@
 """AltaConfig: the official base geometry by default, ALTA defaults for partial sub-configs, validation, JSON."""
 
 import math
+from pathlib import Path
 
 import pytest
 from factories import tiny_alta_config
@@ -8,6 +9,8 @@ from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, BertConfig, ViTMAEConfig
 
 from modeling_alta import AltaConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_default_is_the_official_base_geometry():
@@ -64,3 +67,10 @@ def test_json_round_trip_through_auto_config(tmp_path):
 def test_invalid_settings_raise(overrides, message):
     with pytest.raises(StrictDataclassError, match=message):
         tiny_alta_config(**overrides)
+
+
+@pytest.mark.parametrize("name, expected", [("alta_base", AltaConfig), ("alta_tiny", tiny_alta_config)])
+def test_shipped_model_configs(name, expected):
+    """`configs/model/*.json` (for training configurations) describe the base and the golden tiny geometry."""
+    loaded = AltaConfig.from_json_file(str(REPO_ROOT / "configs" / "model" / f"{name}.json"))
+    assert loaded.to_dict() == expected().to_dict()
