@@ -14,8 +14,11 @@ mapped and every model weight provided, otherwise the conversion fails listing t
 import argparse
 import json
 import math
+import os
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -36,6 +39,10 @@ __all__ = [
 
 # The official training length of reports (tokenizer setting written next to the converted model).
 OFFICIAL_MAX_LENGTH = 128
+# Attention head widths of the official model (ViT-B: 768 / 12 heads; MRM decoder: 768 / 6 heads): the tensors do not
+# tell the head count, these give the defaults.
+OFFICIAL_ENCODER_HEAD_WIDTH = 64
+OFFICIAL_DECODER_HEAD_WIDTH = 128
 _BASE = "alta."
 _VIT = "alta.vision_model."
 _BERT_IN = r"bert_encoder\.bert\."
@@ -289,8 +296,12 @@ def infer_alta_config(
             f"Adapter reduction differs between the towers ({width}/{bottleneck} vs "
             f"{text_config.hidden_size}/{text_bottleneck}); AltaConfig has one adapter_reduction_factor"
         )
-    vision_heads = _divisible_heads(width, vision_num_attention_heads or width // 64, "image tower")
-    decoder_heads = _divisible_heads(decoder_width, decoder_num_attention_heads or decoder_width // 128, "decoder")
+    vision_heads = _divisible_heads(
+        width, vision_num_attention_heads or width // OFFICIAL_ENCODER_HEAD_WIDTH, "image tower"
+    )
+    decoder_heads = _divisible_heads(
+        decoder_width, decoder_num_attention_heads or decoder_width // OFFICIAL_DECODER_HEAD_WIDTH, "decoder"
+    )
     return AltaConfig(
         vision_config={
             "hidden_size": width,
@@ -371,8 +382,17 @@ def convert_checkpoint(
 
     if output_dir is not None:
         output_dir = Path(output_dir)
-        model.save_pretrained(output_dir)
-        build_tokenizer(text_model_dir, max_length).save_pretrained(output_dir)
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+        # written beside the target first, so that an interrupted conversion leaves no half-written folder
+        staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+        try:
+            model.save_pretrained(staging)
+            build_tokenizer(text_model_dir, max_length).save_pretrained(staging)
+            output_dir.mkdir(exist_ok=True)
+            for path in staging.iterdir():
+                os.replace(path, output_dir / path.name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return model
 
 
@@ -395,8 +415,10 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", required=True, help="official ALTA.pth")
     parser.add_argument("--text-model-dir", required=True, help="CXR-BERT folder (config.json, vocab.txt)")
     parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--vision-num-attention-heads", type=int, default=None, help="default: width / 64")
-    parser.add_argument("--decoder-num-attention-heads", type=int, default=None, help="default: width / 128")
+    parser.add_argument("--vision-num-attention-heads", type=int, default=None,
+                        help=f"default: width / {OFFICIAL_ENCODER_HEAD_WIDTH}")
+    parser.add_argument("--decoder-num-attention-heads", type=int, default=None,
+                        help=f"default: width / {OFFICIAL_DECODER_HEAD_WIDTH}")
     parser.add_argument("--layer-norm-eps", type=float, default=1e-6, help="image tower and decoder LayerNorm eps")
     parser.add_argument("--max-length", type=int, default=OFFICIAL_MAX_LENGTH, help="tokenizer model_max_length")
     args = parser.parse_args(argv)

@@ -204,6 +204,7 @@ def test_cli_writes_a_folder_both_auto_classes_load(tmp_path, golden_dir, golden
         "--output-dir", str(out), "--vision-num-attention-heads", "4", "--decoder-num-attention-heads", "3",
     ]) == 0
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert [path.name for path in tmp_path.iterdir()] == ["alta-tiny"]  # no staging folder left behind
     assert set(json.loads((out / "config.json").read_text())["auto_map"]) == {
         "AutoConfig", "AutoModel", "AutoModelForPreTraining"}
 
@@ -297,3 +298,12 @@ def test_head_counts_must_divide_the_widths(golden_dir):
     with pytest.raises(ConversionError, match="decoder: 5 attention heads do not divide the width 48"):
         convert_checkpoint(golden_dir / "ALTA_random.pth", golden_dir / TEXT_DIR, vision_num_attention_heads=4,
                            decoder_num_attention_heads=5)
+
+
+def test_cli_reports_errors_without_writing(tmp_path, golden_dir, capsys):
+    out = tmp_path / "out"
+    code = main(["--checkpoint", str(tmp_path / "missing.pth"), "--text-model-dir", str(golden_dir / TEXT_DIR),
+                 "--output-dir", str(out)])
+    assert code == 1
+    assert "missing.pth: checkpoint file not found" in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
