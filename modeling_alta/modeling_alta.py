@@ -17,7 +17,7 @@ from transformers import BertModel, PreTrainedModel, ViTMAEModel
 from transformers import initialization as init
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.bert.modeling_bert import BertOnlyMLMHead
-from transformers.models.vit_mae.modeling_vit_mae import ViTMAEDecoder
+from transformers.models.vit_mae.modeling_vit_mae import ViTMAEDecoder, build_2d_sinusoidal_position_embedding
 from transformers.utils import ModelOutput
 
 from .adapters_alta import ADAPTER_NAME, tower_adapter_config
@@ -147,6 +147,25 @@ def _zero_init_adapter_parameters(module: nn.Module):
             yield from sub.parameters()
 
 
+def _initialize_mae_embeddings(embeddings: nn.Module, initializer_range: float) -> None:
+    """MAE's initialisation of a ViTMAE embedding layer: fixed 2-D sin-cos positions (MAE's half order, [CLS] at 0),
+    xavier-uniform patch projection, N(0, initializer_range) [CLS] token.
+
+    The table is MAE's, as MRM and therefore trained ALTA checkpoints carry it. (The official ALTA constructor computes
+    its frequencies as `k / d / 2` instead of MAE's `k / (d / 2)`, an operator-precedence slip visible in the golden
+    random checkpoint; converted checkpoints keep whichever table they hold.)"""
+    grid = int(embeddings.patch_embeddings.num_patches**0.5)
+    table = build_2d_sinusoidal_position_embedding(
+        height=grid, width=grid, embed_dim=embeddings.position_embeddings.shape[-1], cls_token=True
+    )
+    half = table.shape[-1] // 2
+    table = torch.cat([table[..., half:], table[..., :half]], dim=-1)  # MAE's (pretrained-weight) half order
+    embeddings.position_embeddings.copy_(table.unsqueeze(0).to(embeddings.position_embeddings.dtype))
+    weight = embeddings.patch_embeddings.projection.weight
+    nn.init.xavier_uniform_(weight.view(weight.shape[0], -1))
+    nn.init.normal_(embeddings.cls_token, std=initializer_range)
+
+
 class AltaPreTrainedModel(PreTrainedModel):
     config: AltaConfig
     config_class = AltaConfig
@@ -187,9 +206,19 @@ class AltaPreTrainedModel(PreTrainedModel):
             for parameter in _zero_init_adapter_parameters(module)
             if not getattr(parameter, "_is_hf_initialized", False)
         ]
+        # transformers 5.24's ViTMAEEmbeddings.initialize_weights returns early once the patch projection is flagged
+        # as initialised, which the generic pass does first: a fresh tower would keep all-zero position embeddings
+        # and [CLS] token (absent view slots then become all-zero token rows, whose LayerNorm gradients explode).
+        embeddings = [
+            module for module in self.modules()
+            if hasattr(module, "patch_embeddings") and hasattr(module, "position_embeddings")
+            and not getattr(module.position_embeddings, "_is_hf_initialized", False)
+        ]
         super().initialize_weights()
         for parameter in pending:
             parameter.zero_()
+        for module in embeddings:
+            _initialize_mae_embeddings(module, self.config.vision_config.initializer_range)
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):

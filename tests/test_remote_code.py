@@ -45,7 +45,9 @@ _CHILD = textwrap.dedent(
         "text": torch.equal(text, expected["text"]),
         "image_pretraining": torch.equal(image_pretraining, expected["image"]),
         "trainable": list(pretraining.trainable_parameter_counts()),
-        "repo_on_path": any(os.path.abspath(p or os.curdir).startswith(sys.argv[2]) for p in sys.path),
+        # a virtual environment inside the repository (CI's .venv) is not the repository
+        "repo_on_path": any(os.path.abspath(p or os.curdir).startswith(sys.argv[2])
+                            and not os.path.abspath(p or os.curdir).startswith(sys.prefix) for p in sys.path),
     }))
     """
 )
