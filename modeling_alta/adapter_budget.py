@@ -50,11 +50,13 @@ def lora_rank_for_budget(config, budget: int | None = None) -> int:
     if budget < 1:
         raise ValueError(f"budget must be a positive parameter count, got {budget}")
     # LoRA adds r * (in + out) per wrapped Linear (no biases): the count is linear in the rank
-    per_rank = adapter_parameter_count(_with_lora(config, 1))
-    if per_rank == 0:
+    try:
+        per_rank = adapter_parameter_count(_with_lora(config, 1))
+    except ValueError as error:  # peft refuses targets that match nothing
         raise ValueError(
-            f"LoRA targets {config.lora_vision_target_modules} / {config.lora_text_target_modules} match no module"
-        )
+            f"LoRA targets {config.lora_vision_target_modules} / {config.lora_text_target_modules} match no module "
+            f"of a tower ({error})"
+        ) from error
     low = max(1, budget // per_rank)
     return min((low, low + 1), key=lambda rank: (abs(rank * per_rank - budget), rank))
 
