@@ -15,6 +15,7 @@ import argparse
 import json
 import math
 import os
+import pickle
 import re
 import shutil
 import sys
@@ -32,9 +33,11 @@ __all__ = [
     "convert_checkpoint",
     "convert_state_dict",
     "infer_alta_config",
+    "infer_vision_config",
     "load_original_checkpoint",
     "map_original_key",
     "read_text_config",
+    "save_converted",
 ]
 
 # The official training length of reports (tokenizer setting written next to the converted model).
@@ -216,6 +219,15 @@ def load_original_checkpoint(path) -> tuple[dict, argparse.Namespace | None]:
         # the official save_model also pickles `args` (an argparse.Namespace): allow exactly that class
         with torch.serialization.safe_globals([argparse.Namespace]):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's message ends by suggesting weights_only=False, which would run whatever the pickle names
+        refused = re.search(r"GLOBAL (\S+)", str(error))
+        what = f"it names {refused.group(1)}" if refused else str(error).strip().splitlines()[-1]
+        raise ConversionError(
+            f"{path}: cannot be read with torch.load(weights_only=True): refused because {what}, which a weights-only "
+            "load does not allow (only tensors, containers and argparse.Namespace are accepted); loading it fully "
+            "could run arbitrary code, so do that only for a file from a trusted source"
+        ) from error
     except Exception as error:  # noqa: BLE001 - re-raised with the file named
         raise ConversionError(f"{path}: cannot be read with torch.load(weights_only=True): {error}") from error
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("model"), dict):
@@ -256,6 +268,51 @@ def _divisible_heads(width: int, heads: int, what: str) -> int:
     return heads
 
 
+def infer_vision_config(
+    state_dict: dict,
+    vision_num_attention_heads: int | None = None,
+    decoder_num_attention_heads: int | None = None,
+    layer_norm_eps: float = 1e-6,
+    mask_ratio: float = 0.75,
+    norm_pix_loss: bool = True,
+    what: str = "official ALTA",
+) -> tuple[dict, int]:
+    """(`vision_config` dict, `reconstruction_image_size`) of a timm/MAE-named image tower + decoder state dict (ALTA
+    or MRM): the geometry comes from the tensor shapes, the head counts default to the official head widths."""
+    try:
+        width, channels, patch, _ = state_dict["patch_embed.proj.weight"].shape
+        grid = math.isqrt(state_dict["pos_embed"].shape[1] - 1)
+        intermediate = state_dict["blocks.0.mlp.fc1.weight"].shape[0]
+        decoder_width = state_dict["decoder_embed.weight"].shape[0]
+        pred_size = state_dict["decoder_pred.weight"].shape[0]
+        decoder_intermediate = state_dict["decoder_blocks.0.mlp.fc1.weight"].shape[0]
+    except KeyError as error:
+        raise ConversionError(f"Not an {what} state dict: missing {error.args[0]!r}") from error
+    vision_heads = _divisible_heads(
+        width, vision_num_attention_heads or width // OFFICIAL_ENCODER_HEAD_WIDTH, "image tower"
+    )
+    decoder_heads = _divisible_heads(
+        decoder_width, decoder_num_attention_heads or decoder_width // OFFICIAL_DECODER_HEAD_WIDTH, "decoder"
+    )
+    vision_config = {
+        "hidden_size": width,
+        "num_hidden_layers": _count_layers(state_dict, r"blocks\.(\d+)\."),
+        "num_attention_heads": vision_heads,
+        "intermediate_size": intermediate,
+        "layer_norm_eps": layer_norm_eps,
+        "image_size": grid * patch,
+        "patch_size": patch,
+        "num_channels": channels,
+        "decoder_hidden_size": decoder_width,
+        "decoder_num_hidden_layers": _count_layers(state_dict, r"decoder_blocks\.(\d+)\."),
+        "decoder_num_attention_heads": decoder_heads,
+        "decoder_intermediate_size": decoder_intermediate,
+        "mask_ratio": mask_ratio,
+        "norm_pix_loss": norm_pix_loss,
+    }
+    return vision_config, grid * math.isqrt(pred_size // channels)
+
+
 def infer_alta_config(
     state_dict: dict,
     text_config: BertConfig,
@@ -267,20 +324,14 @@ def infer_alta_config(
 ) -> AltaConfig:
     """The `AltaConfig` of an official state dict (image geometry from the tensor shapes, text from `text_config`)."""
     try:
-        width, channels, patch, _ = state_dict["patch_embed.proj.weight"].shape
-        grid = math.isqrt(state_dict["pos_embed"].shape[1] - 1)
-        decoder_width = state_dict["decoder_embed.weight"].shape[0]
-        pred_size = state_dict["decoder_pred.weight"].shape[0]
+        width = state_dict["patch_embed.proj.weight"].shape[0]
         projection_dim = state_dict["projection_head.dense_to_output.weight"].shape[0]
         bottleneck = state_dict["blocks.0.attn_adapter.D_fc1.weight"].shape[0]
         text_bottleneck = state_dict["bert_encoder.bert.encoder.layer.0.attn_adapter.D_fc1.weight"].shape[0]
         words = state_dict["bert_encoder.bert.embeddings.word_embeddings.weight"].shape
         time_points = state_dict["temporal_embedding"].reshape(-1, width).shape[0]
-        intermediate = state_dict["blocks.0.mlp.fc1.weight"].shape[0]
-        decoder_intermediate = state_dict["decoder_blocks.0.mlp.fc1.weight"].shape[0]
     except KeyError as error:
         raise ConversionError(f"Not an official ALTA state dict: missing {error.args[0]!r}") from error
-    reconstruction_patch = math.isqrt(pred_size // channels)
     if tuple(words) != (text_config.vocab_size, text_config.hidden_size):
         raise ConversionError(
             f"The text model folder describes vocab {text_config.vocab_size} x hidden {text_config.hidden_size}, "
@@ -296,33 +347,15 @@ def infer_alta_config(
             f"Adapter reduction differs between the towers ({width}/{bottleneck} vs "
             f"{text_config.hidden_size}/{text_bottleneck}); AltaConfig has one adapter_reduction_factor"
         )
-    vision_heads = _divisible_heads(
-        width, vision_num_attention_heads or width // OFFICIAL_ENCODER_HEAD_WIDTH, "image tower"
-    )
-    decoder_heads = _divisible_heads(
-        decoder_width, decoder_num_attention_heads or decoder_width // OFFICIAL_DECODER_HEAD_WIDTH, "decoder"
+    vision_config, reconstruction_image_size = infer_vision_config(
+        state_dict, vision_num_attention_heads, decoder_num_attention_heads, layer_norm_eps, mask_ratio, norm_pix_loss
     )
     return AltaConfig(
-        vision_config={
-            "hidden_size": width,
-            "num_hidden_layers": _count_layers(state_dict, r"blocks\.(\d+)\."),
-            "num_attention_heads": vision_heads,
-            "intermediate_size": intermediate,
-            "layer_norm_eps": layer_norm_eps,
-            "image_size": grid * patch,
-            "patch_size": patch,
-            "num_channels": channels,
-            "decoder_hidden_size": decoder_width,
-            "decoder_num_hidden_layers": _count_layers(state_dict, r"decoder_blocks\.(\d+)\."),
-            "decoder_num_attention_heads": decoder_heads,
-            "decoder_intermediate_size": decoder_intermediate,
-            "mask_ratio": mask_ratio,
-            "norm_pix_loss": norm_pix_loss,
-        },
+        vision_config=vision_config,
         text_config=text_config.to_dict(),
         projection_dim=projection_dim,
         num_view_slots=2 * time_points,
-        reconstruction_image_size=grid * reconstruction_patch,
+        reconstruction_image_size=reconstruction_image_size,
         adapter_reduction_factor=width // bottleneck,
     )
 
@@ -381,19 +414,24 @@ def convert_checkpoint(
     model.eval()
 
     if output_dir is not None:
-        output_dir = Path(output_dir)
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        # written beside the target first, so that an interrupted conversion leaves no half-written folder
-        staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-        try:
-            model.save_pretrained(staging)
-            build_tokenizer(text_model_dir, max_length).save_pretrained(staging)
-            output_dir.mkdir(exist_ok=True)
-            for path in staging.iterdir():
-                os.replace(path, output_dir / path.name)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        save_converted(model, build_tokenizer(text_model_dir, max_length), output_dir)
     return model
+
+
+def save_converted(model, tokenizer, output_dir) -> None:
+    """`save_pretrained` of the model and the tokenizer into `output_dir`, staged beside it so that an interrupted
+    conversion leaves no half-written folder."""
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        output_dir.mkdir(exist_ok=True)
+        for path in staging.iterdir():
+            os.replace(path, output_dir / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def build_tokenizer(text_model_dir, max_length: int = OFFICIAL_MAX_LENGTH) -> BertTokenizer:

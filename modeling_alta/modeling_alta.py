@@ -23,6 +23,7 @@ from transformers.utils import ModelOutput
 from .adapters_alta import ADAPTER_NAME, tower_adapter_config
 from .configuration_alta import AltaConfig
 from .losses_alta import global_contrastive_loss, local_contrastive_loss, masked_lm_loss, reconstruction_loss
+from .pipelines_alta import custom_pipelines_config
 
 __all__ = [
     "AltaForPreTraining",
@@ -240,6 +241,8 @@ class AltaPreTrainedModel(PreTrainedModel):
                 "AutoModel": f"{module}.AltaModel",
                 "AutoModelForPreTraining": f"{module}.AltaForPreTraining",
             }
+            # `pipeline(task, model=folder, trust_remote_code=True)` then uses ALTA's pipelines (pipelines_alta.py)
+            self.config.custom_pipelines = custom_pipelines_config()
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _trainable_parameters(self):
