@@ -1,0 +1,85 @@
+"""What the training loop logs: averaged loss components, logit scales, problem counters."""
+
+import torch
+
+__all__ = ["LOSS_NAMES", "LossWindow", "ProblemCounter", "logit_scales", "tracker_config"]
+
+LOSS_NAMES = ("loss", "global_loss", "local_loss", "reconstruction_loss", "mlm_loss")
+
+
+class LossWindow:
+    """Sums of the loss components since the last log, averaged over steps and processes on `reduce`."""
+
+    def __init__(self):
+        self.sums = torch.zeros(len(LOSS_NAMES) + 1, dtype=torch.float64)  # the last entry counts micro-batches
+        self.present = [False] * len(LOSS_NAMES)
+        self.num_samples = 0
+
+    def add(self, outputs) -> None:
+        for index, name in enumerate(LOSS_NAMES):
+            value = getattr(outputs, name, None)
+            if value is not None:
+                self.sums[index] += value.detach().double().cpu()
+                self.present[index] = True
+        self.sums[-1] += 1
+        self.num_samples += outputs.image_embeds.shape[0]
+
+    def reduce(self, accelerator) -> dict[str, float]:
+        """Collective: every process must call it."""
+        totals = accelerator.reduce(self.sums.to(accelerator.device), reduction="sum").cpu()
+        if totals[-1] == 0:
+            return {}
+        return {f"train/{name}": (totals[index] / totals[-1]).item()
+                for index, name in enumerate(LOSS_NAMES) if self.present[index]}
+
+    def samples(self, accelerator) -> int:
+        return self.num_samples * accelerator.num_processes
+
+
+class ProblemCounter:
+    """Studies seen / skipped, views dropped, non-finite steps: totals over all processes, kept in the training state
+    (so they survive a resume)."""
+
+    KEYS = ("seen_studies", "skipped_studies", "dropped_views", "nonfinite_steps")
+    # the skip rate is judged only once this many studies were seen, so one bad file at the start is no failure
+    MIN_STUDIES_FOR_RATE = 64
+
+    def __init__(self, state: dict, max_skipped_fraction: float):
+        self.state, self.max_skipped_fraction = state, max_skipped_fraction
+
+    @classmethod
+    def initial_state(cls) -> dict:
+        return dict.fromkeys(cls.KEYS, 0)
+
+    def add(self, accelerator, counters: dict, batch_size: int) -> None:
+        skipped, dropped = int(counters["skipped_studies"]), int(counters["dropped_views"])
+        local = torch.tensor([batch_size + skipped, skipped, dropped], dtype=torch.float64, device=accelerator.device)
+        seen, skipped, dropped = accelerator.reduce(local, reduction="sum").tolist()
+        self.state["seen_studies"] += int(seen)
+        self.state["skipped_studies"] += int(skipped)
+        self.state["dropped_views"] += int(dropped)
+
+    def check(self) -> None:
+        seen, skipped = self.state["seen_studies"], self.state["skipped_studies"]
+        if seen >= self.MIN_STUDIES_FOR_RATE and skipped > self.max_skipped_fraction * seen:
+            raise RuntimeError(
+                f"{skipped} of {seen} studies ({100 * skipped / seen:.1f} %) could not be read, more than "
+                f"--max_skipped_fraction {self.max_skipped_fraction}: see the warnings above for the files; fix the "
+                "data or raise the threshold"
+            )
+
+    def log_values(self) -> dict[str, int]:
+        return {f"train/{key}": self.state[key] for key in self.KEYS[1:]}
+
+
+def logit_scales(model) -> dict[str, float]:
+    alta = model.alta
+    values = {"train/logit_scale": alta.logit_scale.detach().exp().item()}
+    for index, temperature in enumerate(alta.local_logit_scales.detach().exp().tolist(), start=1):
+        values[f"train/local_temperature_{index}"] = temperature
+    return values
+
+
+def tracker_config(arguments: dict) -> dict:
+    """Hyper-parameters in the scalar/str form trackers (TensorBoard hparams) accept."""
+    return {key: value if isinstance(value, (int, float, str, bool)) else str(value) for key, value in arguments.items()}

@@ -1,0 +1,75 @@
+"""The start points of training: a fresh model from a config, a saved folder, or the converted pretrained towers."""
+
+import json
+import logging
+from pathlib import Path
+
+from transformers import BertTokenizer
+
+from modeling_alta import AltaConfig, AltaForPreTraining
+from processing import AltaImageProcessor, AltaProcessor, load_processor
+
+__all__ = ["build_model_and_processor", "set_trainable_policy"]
+
+logger = logging.getLogger(__name__)
+
+
+def _fresh_processor(model_args, dataset_meta: dict) -> AltaProcessor:
+    tokenizer_dir = model_args.tokenizer_dir or dataset_meta.get("tokenizer_dir")
+    if tokenizer_dir is None:
+        raise ValueError("a fresh model needs a tokenizer: give --tokenizer_dir (a folder with vocab.txt)")
+    # {"image_processor": {AltaImageProcessor settings}, other AltaProcessor settings (max_length, mlm_*, ...)}
+    settings = json.loads(Path(model_args.processor_config).read_text()) if model_args.processor_config else {}
+    image_settings = settings.pop("image_processor", {})
+    return AltaProcessor(AltaImageProcessor(**image_settings), BertTokenizer.from_pretrained(tokenizer_dir), **settings)
+
+
+def _fresh_model(config_file: str, tokenizer) -> AltaForPreTraining:
+    config = AltaConfig.from_json_file(config_file)
+    text = config.text_config
+    if text.vocab_size != len(tokenizer) or text.pad_token_id != tokenizer.pad_token_id:
+        logger.info("text vocabulary from the tokenizer: %d tokens (config said %d)", len(tokenizer), text.vocab_size)
+        text.vocab_size, text.pad_token_id = len(tokenizer), tokenizer.pad_token_id
+    return AltaForPreTraining(config)
+
+
+def _check_geometry(model: AltaForPreTraining, processor: AltaProcessor) -> None:
+    config, image_processor = model.config, processor.image_processor
+    expected = (config.vision_config.image_size, config.reconstruction_image_size)
+    actual = (image_processor.crop_size.height, image_processor.reconstruction_crop_size)
+    if expected != actual:
+        raise ValueError(f"the processor makes {actual[0]}-px slots and a {actual[1]}-px target, the model expects "
+                         f"{expected[0]} and {expected[1]}: adjust --processor_config")
+    if len(processor.tokenizer) > config.text_config.vocab_size:
+        raise ValueError(f"the tokenizer has {len(processor.tokenizer)} tokens, the text tower "
+                         f"{config.text_config.vocab_size}")
+
+
+def set_trainable_policy(model: AltaForPreTraining, policy: str) -> None:
+    """'alta': ALTA's trainable set. 'all': every weight except the fixed sin-cos position tables."""
+    model.apply_trainable_policy()
+    if policy == "all":
+        fixed = {id(model.alta.vision_model.embeddings.position_embeddings), id(model.decoder.decoder_pos_embed)}
+        for parameter in model.parameters():
+            parameter.requires_grad_(id(parameter) not in fixed)
+    elif policy != "alta":
+        raise ValueError(f"unknown trainable policy {policy!r}; use 'alta' or 'all'")
+
+
+def build_model_and_processor(model_args, dataset_meta: dict) -> tuple[AltaForPreTraining, AltaProcessor]:
+    if model_args.model_config is not None:
+        processor = _fresh_processor(model_args, dataset_meta)
+        model = _fresh_model(model_args.model_config, processor.tokenizer)
+    elif model_args.model_name_or_path is not None:
+        model = AltaForPreTraining.from_pretrained(model_args.model_name_or_path)
+        processor = load_processor(model_args.model_name_or_path)
+    else:
+        from modeling_alta.convert_pretrained_towers import build_from_pretrained_towers
+
+        model = build_from_pretrained_towers(model_args.init_from_mrm, model_args.init_from_cxr_bert)
+        processor = AltaProcessor(AltaImageProcessor(), BertTokenizer.from_pretrained(model_args.init_from_cxr_bert))
+    _check_geometry(model, processor)
+    set_trainable_policy(model, model_args.trainable_policy)
+    if model_args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    return model, processor
