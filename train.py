@@ -28,7 +28,7 @@ from training.data import SAMPLE_COUNTERS, EpochShuffleSampler, StudyDataset, Tr
 from training.logging_utils import LossWindow, ProblemCounter, logit_scales, tracker_config
 from training.model_setup import build_model_and_processor
 from training.optimization import build_optimizer, build_scheduler, scaled_learning_rate
-from training.runtime import all_finite, choose_mixed_precision, prefer_cpu
+from training.runtime import all_finite, choose_mixed_precision, crash_here_for_tests, prefer_cpu
 from training.validation import metric_name, run_validation, save_model_folder
 
 logger = get_logger(__name__)
@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> Path:
                 problems.check()
             if state["global_step"] % training_args.checkpointing_steps == 0:
                 save_checkpoint(accelerator, output_dir, state, training_args.checkpoints_total_limit)
+            crash_here_for_tests(state["global_step"])
             if state["global_step"] >= total_updates:
                 break
         else:  # the epoch ran to its end
@@ -203,7 +204,8 @@ def main(argv: list[str] | None = None) -> Path:
             trainable, total = accelerator.unwrap_model(model).trainable_parameter_counts()
             push_folder_to_hub(
                 final_dir, training_args.hub_model_id, token=training_args.hub_token, private=training_args.hub_private,
-                training_args=arguments, training_logs=output_dir / "logs",
+                training_args=arguments,
+                training_logs=output_dir / "logs" if (output_dir / "logs").is_dir() else None,
                 card_kwargs={"parameter_counts": {"total": total, "trainable": trainable},
                              "training_data": "demo" if dataset_meta.get("generator") else "mimic"},
             )

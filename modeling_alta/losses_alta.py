@@ -370,10 +370,19 @@ def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
     Returns:
         `torch.Tensor` (scalar): the mean over labelled tokens; 0 when there is none (the official code: NaN).
+        Under `torch.distributed`, the sum of this rank's tokens over the mean count per rank: ranks mask different
+        numbers of tokens, and DDP's gradient average then equals the gradient of the mean over the global batch's
+        tokens (the official code averages per-rank means, which weights the tokens of sparsely masked ranks more).
     """
     labels = labels.reshape(-1)
     total = F.cross_entropy(logits.reshape(labels.shape[0], -1), labels, ignore_index=-100, reduction="sum")
-    return total / (labels != -100).sum().clamp_min(1)
+    count = (labels != -100).sum().to(total.dtype)
+    world_size = _world_size()
+    if world_size > 1:
+        count = count.detach().clone()
+        dist.all_reduce(count)
+        count = count / world_size
+    return total / count.clamp_min(1)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -43,6 +43,12 @@ class ModelArguments:
         metadata={"help": "'alta': ALTA's trainable set (adapters, norms, heads, ...); 'all': train every weight "
                           "(towers trained from scratch, e.g. the demo, which has no pretrained towers)."},
     )
+    adapter_type: Literal["bottleneck", "lora"] | None = field(
+        default=None,
+        metadata={"help": "Adapters of a fresh or tower-converted model: 'bottleneck' (ALTA's) or 'lora' (peft's "
+                          "LoRA at the rank matching the bottleneck adapters' trainable-parameter count, for "
+                          "ablations). Default: the model config's."},
+    )
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Recompute tower and decoder activations in the backward pass."}
     )
@@ -88,8 +94,10 @@ class TrainingArguments:
     )
     num_train_epochs: int = field(default=30, metadata={"help": "Epochs actually trained (<= schedule_epochs)."})
     max_train_steps: int | None = field(default=None, metadata={"help": "Stop after this many optimizer steps."})
-    mixed_precision: Literal["no", "fp16", "bf16"] = field(
-        default="no", metadata={"help": "Autocast precision; fp16 needs a GPU (on CPU it falls back to fp32)."}
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = field(
+        default=None,
+        metadata={"help": "Autocast precision; default: the accelerate launcher's (its config file or flag), else "
+                          "'no'. fp16 needs a GPU (on the CPU it falls back to fp32)."},
     )
     max_grad_norm: float | None = field(default=None, metadata={"help": "Clip gradients to this norm (None: off)."})
     max_consecutive_nonfinite: int = field(

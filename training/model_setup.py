@@ -7,6 +7,8 @@ from pathlib import Path
 from transformers import BertTokenizer
 
 from modeling_alta import AltaConfig, AltaForPreTraining
+from modeling_alta.adapter_budget import lora_config_matching_bottleneck
+from modeling_alta.convert_pretrained_towers import build_from_pretrained_towers
 from processing import AltaImageProcessor, AltaProcessor, load_processor
 
 __all__ = ["build_model_and_processor", "set_trainable_policy"]
@@ -24,13 +26,34 @@ def _fresh_processor(model_args, dataset_meta: dict) -> AltaProcessor:
     return AltaProcessor(AltaImageProcessor(**image_settings), BertTokenizer.from_pretrained(tokenizer_dir), **settings)
 
 
-def _fresh_model(config_file: str, tokenizer) -> AltaForPreTraining:
+def _lora_overrides(config) -> dict:
+    """The config fields that swap the bottleneck adapters for LoRA at the same trainable-parameter count."""
+    variant = lora_config_matching_bottleneck(config)
+    logger.info("LoRA ablation: rank %d (matches the bottleneck adapters' parameter count)", variant.lora_rank)
+    return {"adapter_type": "lora", "lora_rank": variant.lora_rank, "lora_alpha": variant.lora_alpha}
+
+
+def _fresh_model(config_file: str, tokenizer, adapter_type: str | None) -> AltaForPreTraining:
     config = AltaConfig.from_json_file(config_file)
     text = config.text_config
     if text.vocab_size != len(tokenizer) or text.pad_token_id != tokenizer.pad_token_id:
         logger.info("text vocabulary from the tokenizer: %d tokens (config said %d)", len(tokenizer), text.vocab_size)
         text.vocab_size, text.pad_token_id = len(tokenizer), tokenizer.pad_token_id
+    if adapter_type == "lora" and config.adapter_type != "lora":
+        for name, value in _lora_overrides(config).items():
+            setattr(config, name, value)
+    elif adapter_type is not None:
+        config.adapter_type = adapter_type
     return AltaForPreTraining(config)
+
+
+def _model_from_towers(model_args) -> AltaForPreTraining:
+    model, report = build_from_pretrained_towers(model_args.init_from_mrm, model_args.init_from_cxr_bert)
+    if model_args.adapter_type == "lora":
+        model, report = build_from_pretrained_towers(model_args.init_from_mrm, model_args.init_from_cxr_bert,
+                                                     config_overrides=_lora_overrides(model.config))
+    logger.info(report.summary())
+    return model
 
 
 def _check_geometry(model: AltaForPreTraining, processor: AltaProcessor) -> None:
@@ -59,14 +82,14 @@ def set_trainable_policy(model: AltaForPreTraining, policy: str) -> None:
 def build_model_and_processor(model_args, dataset_meta: dict) -> tuple[AltaForPreTraining, AltaProcessor]:
     if model_args.model_config is not None:
         processor = _fresh_processor(model_args, dataset_meta)
-        model = _fresh_model(model_args.model_config, processor.tokenizer)
+        model = _fresh_model(model_args.model_config, processor.tokenizer, model_args.adapter_type)
     elif model_args.model_name_or_path is not None:
+        if model_args.adapter_type not in (None, "bottleneck"):
+            raise ValueError("--adapter_type applies to a fresh or tower-converted model; a saved folder keeps its own")
         model = AltaForPreTraining.from_pretrained(model_args.model_name_or_path)
         processor = load_processor(model_args.model_name_or_path)
     else:
-        from modeling_alta.convert_pretrained_towers import build_from_pretrained_towers
-
-        model = build_from_pretrained_towers(model_args.init_from_mrm, model_args.init_from_cxr_bert)
+        model = _model_from_towers(model_args)
         processor = AltaProcessor(AltaImageProcessor(), BertTokenizer.from_pretrained(model_args.init_from_cxr_bert))
     _check_geometry(model, processor)
     set_trainable_policy(model, model_args.trainable_policy)
