@@ -489,6 +489,7 @@ def _build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--model", required=True, help="saved AltaForPreTraining folder (with processor/tokenizer)")
         sub.add_argument("--image", required=True, help="radiograph: JPEG, PNG or DICOM file")
         sub.add_argument("--output-dir", required=True, type=Path, help="folder for the PNG files")
+        sub.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
 
     attention = commands.add_parser("attention", help="word <-> region attention heat maps")
     common(attention)
@@ -512,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         # read the image first: a wrong path should not cost a model load
         image = load_radiograph(args.image)
         model, processor = load_pretraining_model(args.model, need_decoder=args.command == "reconstruction")
+        model.to(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if args.command == "attention":
             paths = save_attention_pictures(
                 model, processor, image, args.report, args.output_dir, words=args.words, phrase=args.phrase,
