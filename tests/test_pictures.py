@@ -4,9 +4,8 @@ word <-> region attention maps and their PNGs, MRM reconstruction panels, and th
 import numpy as np
 import pytest
 import torch
-from factories import perturb_parameters_, tiny_alta_config
+from factories import save_tiny_alta_folder
 from PIL import Image
-from transformers import BertTokenizer
 
 from evaluation.pictures import (
     MASKED_PATCH_COLOR,
@@ -22,10 +21,8 @@ from evaluation.pictures import (
     save_reconstruction_picture,
     word_attention,
 )
-from modeling_alta import AltaForPreTraining
 from modeling_alta.losses_alta import patchify, word_region_attention
 from processing import load_radiograph
-from processing.write_processor import main as write_processor_main
 
 JPEG = "derived/rg1_mimic_cxr_jpg_style.jpg"  # 1841 x 1955: not square
 PNG = "images/nih_cxr14/00000001_000.png"
@@ -37,13 +34,7 @@ REPORT = "Moderate cardiomegaly with blunting of the left costophrenic angle. No
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory, golden_dir):
     """A saved tiny AltaForPreTraining with the golden tokenizer and a written processor."""
-    torch.manual_seed(0)
-    model = perturb_parameters_(AltaForPreTraining(tiny_alta_config()), std=0.05).eval()
-    out = tmp_path_factory.mktemp("pictures") / "alta-tiny"
-    model.save_pretrained(out)
-    BertTokenizer.from_pretrained(golden_dir / "BiomedVLP-CXR-BERT-specialized", model_max_length=128).save_pretrained(out)
-    assert write_processor_main([str(out)]) == 0
-    return out
+    return save_tiny_alta_folder(tmp_path_factory.mktemp("pictures") / "alta-tiny", golden_dir / "BiomedVLP-CXR-BERT-specialized")
 
 
 @pytest.fixture(scope="module")
