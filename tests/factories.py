@@ -1,11 +1,22 @@
 """Factories shared by the tests of every package (`from factories import tiny_alta_config`; pytest puts `tests/`
 on `sys.path` because it has no `__init__.py`)."""
 
+from pathlib import Path
+
 import torch
+from transformers import BertTokenizer
 
-from modeling_alta import AltaConfig
+from modeling_alta import AltaConfig, AltaForPreTraining
+from processing.write_processor import main as write_processor_main
 
-__all__ = ["TINY_TEXT_CONFIG", "TINY_VISION_CONFIG", "perturb_parameters_", "tiny_alta_config", "tiny_pretraining_batch"]
+__all__ = [
+    "TINY_TEXT_CONFIG",
+    "TINY_VISION_CONFIG",
+    "perturb_parameters_",
+    "save_tiny_alta_folder",
+    "tiny_alta_config",
+    "tiny_pretraining_batch",
+]
 
 # The golden `tiny` geometry (../shared/golden/README.md): every hard-coded size of the official code kept
 # (224 input, 16-px patches, 448 target with 32-px patches, 128-d projections, 4 view slots), widths shrunk.
@@ -81,3 +92,15 @@ def perturb_parameters_(model: torch.nn.Module, std: float = 0.02, seed: int = 1
             continue
         parameter.add_(torch.randn(parameter.shape, generator=generator) * std)
     return model
+
+
+def save_tiny_alta_folder(out, tokenizer_dir) -> Path:
+    """A trained-looking tiny `AltaForPreTraining` (seeded, perturbed) saved into `out` as the converters do (model +
+    the tokenizer of `tokenizer_dir`), completed by write_processor; returns `out` as a Path."""
+    torch.manual_seed(0)
+    model = perturb_parameters_(AltaForPreTraining(tiny_alta_config()), std=0.05).eval()
+    model.save_pretrained(out)
+    BertTokenizer.from_pretrained(tokenizer_dir, model_max_length=128).save_pretrained(out)
+    if write_processor_main([str(out)]) != 0:
+        raise RuntimeError(f"write_processor failed on {out}")
+    return Path(out)

@@ -5,13 +5,12 @@ import json
 
 import pytest
 import torch
-from factories import perturb_parameters_, tiny_alta_config
+from factories import save_tiny_alta_folder
 from PIL import Image
-from transformers import BertTokenizer, pipeline
+from transformers import pipeline
 
 from modeling_alta import AltaForPreTraining
 from processing import load_processor, load_radiograph
-from processing.write_processor import main as write_processor_main
 
 LABELS = ["pleural effusion", "no acute cardiopulmonary process", "cardiomegaly"]
 PNG = "images/nih_cxr14/00000001_000.png"
@@ -22,12 +21,7 @@ DICOMS = ["dicom/siim_nih_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory, golden_dir):
     """A trained-looking tiny model saved as the converters do (model + tokenizer), completed by write_processor."""
-    torch.manual_seed(0)
-    model = perturb_parameters_(AltaForPreTraining(tiny_alta_config()), std=0.05).eval()
-    out = tmp_path_factory.mktemp("alta") / "alta-tiny"
-    model.save_pretrained(out)
-    BertTokenizer.from_pretrained(golden_dir / "BiomedVLP-CXR-BERT-specialized", model_max_length=128).save_pretrained(out)
-    assert write_processor_main([str(out)]) == 0
+    out = save_tiny_alta_folder(tmp_path_factory.mktemp("alta") / "alta-tiny", golden_dir / "BiomedVLP-CXR-BERT-specialized")
     assert (out / "processor_config.json").is_file()
     return out
 
