@@ -1,7 +1,7 @@
 """Pre-resized image shards of a pre-training dataset: every referenced image decoded once and embedded.
 
     python -m dataset_scripts.shard_images --dataset DIR [--root MIMIC_ROOT] --size 512 --output-dir OUT
-        [--num-proc N] [--shard-size ROWS] [--format png|jpeg] [--quality 95] [--max-shards N]
+        [--num-proc N] [--shard-size ROWS] [--format jpeg|png] [--quality 95] [--max-shards N]
 
 Reads a pre-training dataset (`dataset_scripts.mimic_cxr`, `dataset_scripts.demo`) and writes the same splits and
 columns plus `frontal_image`, `lateral_image`, `prior_frontal_image`, `prior_lateral_image` (`datasets.Image()`,
@@ -12,7 +12,7 @@ interrupted job continues where it stopped (finished shards are kept) when the s
 
 1. images: the distinct image paths of all splits, in order of first use, `--shard-size` per shard; worker processes
    decode each file once (reduced JPEG decoding, `load_radiograph(min_size=size)`), shrink its shorter side to
-   `size` with the processor's bicubic resize (never enlarging) and encode it (lossless PNG by default);
+   `size` with the processor's bicubic resize (never enlarging) and encode it (JPEG quality 95 by default, or PNG);
 2. rows: each split, `--shard-size` rows per shard, takes its images from the memory-mapped image shards.
 
 The splits are then saved into OUT with `save_dataset` (`alta_dataset.json` adds `images_embedded`) and the work
@@ -45,7 +45,7 @@ from .common import DatasetBuildError, load_dataset_meta, print_summary, require
 
 PATH_COLUMNS = ("frontal_path", "lateral_path", "prior_frontal_path", "prior_lateral_path")
 IMAGE_COLUMNS = ("frontal_image", "lateral_image", "prior_frontal_image", "prior_lateral_image")
-IMAGE_FORMATS = ("png", "jpeg")
+IMAGE_FORMATS = ("jpeg", "png")
 WORK_SUFFIX = ".partial"
 _PLAN_FILE = "plan.json"
 _IMAGE_SCHEMA = pa.schema([("path", pa.string()), ("data", pa.binary()), ("problem", pa.string()),
@@ -56,7 +56,7 @@ _MAX_PRINTED_PROBLEMS = 10
 class ShardOptions:
     """What the images look like in the shards; part of the plan a resumed job must match."""
 
-    def __init__(self, size: int, image_format: str = "png", quality: int = 95):
+    def __init__(self, size: int, image_format: str = "jpeg", quality: int = 95):
         if size < 1:
             raise ValueError(f"size must be a positive number of pixels, got {size}")
         if image_format not in IMAGE_FORMATS:
@@ -336,7 +336,7 @@ def _attach_images(rows: dict, images: pa.Table, index: dict) -> dict:
 
 def shard_images(
     dataset_dir, output_dir, size: int, root=None, num_proc: int | None = None, shard_size: int = 1000,
-    image_format: str = "png", quality: int = 95, max_shards: int | None = None,
+    image_format: str = "jpeg", quality: int = 95, max_shards: int | None = None,
 ) -> dict | None:
     """Run (or resume) a shard job; returns the build summary, or None when `max_shards` stopped it before the end."""
     job = ShardJob(dataset_dir, root, output_dir, ShardOptions(size, image_format, quality), shard_size)
@@ -365,8 +365,9 @@ def main(argv=None) -> None:
                         "training recipe's largest resize; smaller images are kept as they are)")
     parser.add_argument("--num-proc", type=int, default=None, help="decoding processes (default: all cores)")
     parser.add_argument("--shard-size", type=int, default=1000, help="images per image shard and rows per row shard")
-    parser.add_argument("--format", choices=IMAGE_FORMATS, default="png", dest="image_format",
-                        help="png (default): lossless; jpeg: smaller and faster to decode, adds JPEG error")
+    parser.add_argument("--format", choices=IMAGE_FORMATS, default="jpeg", dest="image_format",
+                        help="jpeg (default): small and fast to decode; png: lossless, about 1.7x the bytes and "
+                             "half the training throughput (see docs/shards.md)")
     parser.add_argument("--quality", type=int, default=95, help="JPEG quality for --format jpeg")
     parser.add_argument("--max-shards", type=int, default=None,
                         help="stop after writing this many shards (resume later by running the same command again)")

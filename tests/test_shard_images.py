@@ -88,13 +88,13 @@ def processor(golden_dir):
 
 @pytest.fixture(scope="module")
 def sharded(source, tmp_path_factory):
-    """Shards in both formats, made once through the CLI (PNG with two processes, JPEG in-process)."""
+    """Shards in both formats, made once through the CLI (PNG with two processes, JPEG, the default, in-process)."""
     dataset_dir, root = source
     outputs = {}
     for image_format, num_proc in (("png", 2), ("jpeg", 1)):
         out = tmp_path_factory.mktemp(image_format) / "shards"
         main(["--dataset", str(dataset_dir), "--root", str(root), "--size", str(SIZE), "--output-dir", str(out),
-              "--num-proc", str(num_proc), "--shard-size", "2", "--format", image_format])
+              "--num-proc", str(num_proc), "--shard-size", "2"] + (["--format", "png"] if image_format == "png" else []))
         outputs[image_format] = out
     return outputs
 
@@ -108,7 +108,7 @@ def test_training_tensors_from_shards_match_source_files(sharded, source, proces
     dataset_dir, root = source
     source_rows, source_root, _ = load_pretraining_split(str(dataset_dir), "train")
     shard_rows, shard_root, meta = load_pretraining_split(str(sharded[image_format]), "train")
-    assert meta["images_embedded"] and meta["shard_image_size"] == SIZE
+    assert meta["images_embedded"] and meta["shard_image_size"] == SIZE and meta["shard_image_format"] == image_format
     # the dropped study is the last train row, so the other rows keep their indices (and their sample seeds)
     assert shard_rows["study_id"] == [501, 502, 503]
     from_files = StudyDataset(source_rows, processor, source_root, seed=3)
