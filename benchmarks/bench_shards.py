@@ -10,7 +10,6 @@ bytes on disk per image (source file, stored shard image, and the whole sharded 
 """
 
 import argparse
-import platform
 import statistics
 import sys
 import tempfile
@@ -32,20 +31,12 @@ from dataset_scripts.shard_images import ShardOptions, encode_image, shard_image
 from processing import AltaImageProcessor, AltaProcessor  # noqa: E402
 from training.data import StudyDataset, load_pretraining_split  # noqa: E402
 
+from bench_dataset_mimic import cpu_name  # noqa: E402  (benchmarks/ is on sys.path for a script)
+
 SHARED = REPO_ROOT.parent / "shared"
 FULL_SIZE = (2544, 3056)  # a MIMIC-CXR-JPG PA view
 REPORT = ("Heart size is mildly enlarged. There is a small left pleural effusion. No pneumothorax. "
           "Mild pulmonary vascular congestion. Compared to the prior study the effusion is new.")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def make_source(folder: Path, studies: int) -> Path:

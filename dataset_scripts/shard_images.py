@@ -35,13 +35,14 @@ from pathlib import Path
 import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
+from datasets.arrow_writer import ArrowWriter
 from PIL import Image
 from tqdm.auto import tqdm
 
 from processing.image_processing_alta import _resize_shorter_side
 from processing.radiograph_io import RadiographLoadError, load_radiograph
 
-from .common import DatasetBuildError, load_dataset_meta, print_summary, require_directory, save_dataset
+from .common import DatasetBuildError, _is_dataset_folder, load_dataset_meta, print_summary, require_directory, save_dataset
 
 PATH_COLUMNS = ("frontal_path", "lateral_path", "prior_frontal_path", "prior_lateral_path")
 IMAGE_COLUMNS = ("frontal_image", "lateral_image", "prior_frontal_image", "prior_lateral_image")
@@ -169,6 +170,11 @@ class ShardJob:
         if shard_size < 1:
             raise ValueError(f"shard size must be at least 1, got {shard_size}")
         self.dataset_dir, self.output_dir = Path(dataset_dir), Path(output_dir).absolute()
+        if self.output_dir.resolve() == self.dataset_dir.resolve():
+            raise DatasetBuildError(f"{self.output_dir}: the output folder must differ from the source dataset")
+        if self.output_dir.is_dir() and any(self.output_dir.iterdir()) and not _is_dataset_folder(self.output_dir):
+            # checked now rather than by save_dataset after hours of decoding
+            raise DatasetBuildError(f"{self.output_dir}: exists and is not a dataset folder; refusing to overwrite it")
         self.splits, self.meta = _load_source(self.dataset_dir)
         self.root = require_directory(Path(root or self.meta["image_root"]), "the image root (--root)").absolute()
         self.options, self.shard_size = options, shard_size
@@ -263,7 +269,7 @@ class ShardJob:
             features = _output_features(source.features)
 
             def write(temporary: Path) -> None:
-                with datasets.arrow_writer.ArrowWriter(features=features, path=str(temporary)) as writer:
+                with ArrowWriter(features=features, path=str(temporary)) as writer:
                     writer.write_batch(rows)
                     writer.finalize()
 

@@ -204,3 +204,8 @@ def test_bad_dataset_path_gives_clear_error(tmp_path, source):
                  other, {"kind": "chexpert_5x200", "image_root": str(root)}, {})
     with pytest.raises(DatasetBuildError, match="chexpert_5x200.*pre-training"):
         shard_images(other, tmp_path / "out", SIZE, root=root)
+    dataset_dir, _ = source
+    with pytest.raises(DatasetBuildError, match="must differ from the source"):
+        shard_images(dataset_dir, dataset_dir, SIZE, root=root)
+    with pytest.raises(DatasetBuildError, match=f"{tmp_path / 'nowhere'}: the image root"):
+        shard_images(dataset_dir, tmp_path / "out", SIZE, root=tmp_path / "nowhere")
