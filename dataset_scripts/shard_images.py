@@ -30,6 +30,7 @@ import multiprocessing
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -42,7 +43,16 @@ from tqdm.auto import tqdm
 from processing.image_processing_alta import _resize_shorter_side
 from processing.radiograph_io import RadiographLoadError, load_radiograph
 
-from .common import DatasetBuildError, _is_dataset_folder, load_dataset_meta, print_summary, require_directory, save_dataset
+from .common import (
+    BUILD_SUMMARY_FILE,
+    DATASET_META_FILE,
+    DatasetBuildError,
+    _is_dataset_folder,
+    load_dataset_meta,
+    print_summary,
+    require_directory,
+    save_dataset,
+)
 
 PATH_COLUMNS = ("frontal_path", "lateral_path", "prior_frontal_path", "prior_lateral_path")
 IMAGE_COLUMNS = ("frontal_image", "lateral_image", "prior_frontal_image", "prior_lateral_image")
@@ -54,17 +64,21 @@ _IMAGE_SCHEMA = pa.schema([("path", pa.string()), ("data", pa.binary()), ("probl
 _MAX_PRINTED_PROBLEMS = 10
 
 
+@dataclass(frozen=True)
 class ShardOptions:
     """What the images look like in the shards; part of the plan a resumed job must match."""
 
-    def __init__(self, size: int, image_format: str = "jpeg", quality: int = 95):
-        if size < 1:
-            raise ValueError(f"size must be a positive number of pixels, got {size}")
-        if image_format not in IMAGE_FORMATS:
-            raise ValueError(f"image format must be one of {IMAGE_FORMATS}, got {image_format!r}")
-        if not 1 <= quality <= 100:
-            raise ValueError(f"JPEG quality must be within 1-100, got {quality}")
-        self.size, self.image_format, self.quality = size, image_format, quality
+    size: int
+    image_format: str = "jpeg"
+    quality: int = 95
+
+    def __post_init__(self):
+        if self.size < 1:
+            raise ValueError(f"size must be a positive number of pixels, got {self.size}")
+        if self.image_format not in IMAGE_FORMATS:
+            raise ValueError(f"image format must be one of {IMAGE_FORMATS}, got {self.image_format!r}")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"JPEG quality must be within 1-100, got {self.quality}")
 
     def as_dict(self) -> dict:
         return {"size": self.size, "format": self.image_format, "quality": self.quality if self.image_format == "jpeg" else None}
@@ -105,9 +119,9 @@ def _write_image_shard(task: tuple) -> tuple[int, int]:
         data = problem = message = None
         try:
             data = encode_image(shrink_radiograph(file, options.size), options)
-        except RadiographLoadError as error:
+        except (RadiographLoadError, Image.DecompressionBombError) as error:  # a batch job skips and counts
             problem = "missing_file" if not file.exists() else "unreadable_file"
-            message = str(error)
+            message = str(error) if isinstance(error, RadiographLoadError) else f"{file}: {error}"
         for key, value in zip(columns, (relative, data, problem, message)):
             columns[key].append(value)
     table = pa.table(columns, schema=_IMAGE_SCHEMA)
@@ -124,15 +138,15 @@ def _read_image_shard(path: Path) -> pa.Table:
     return pa.ipc.open_file(pa.memory_map(str(path))).read_all()  # zero-copy: bytes stay on disk until taken
 
 
-def _distinct_paths(splits: datasets.DatasetDict) -> list[str]:
-    """Every image path of every split, once, in order of first use (row by row, view by view)."""
-    seen = {}
+def _distinct_paths(splits: datasets.DatasetDict) -> dict[str, int]:
+    """Every image path of every split, once, in order of first use (row by row, view by view) -> its position."""
+    positions = {}
     for split in splits.values():
         for row_paths in zip(*(_column(split, column) for column in PATH_COLUMNS)):
             for path in row_paths:
-                if path:
-                    seen.setdefault(path, None)
-    return list(seen)
+                if path and path not in positions:
+                    positions[path] = len(positions)
+    return positions
 
 
 def _column(split: datasets.Dataset, column: str) -> list:
@@ -179,7 +193,8 @@ class ShardJob:
         self.root = require_directory(Path(root or self.meta["image_root"]), "the image root (--root)").absolute()
         self.options, self.shard_size = options, shard_size
         self.work_dir = self.output_dir.with_name(self.output_dir.name + WORK_SUFFIX)
-        self.paths = _distinct_paths(self.splits)
+        self.positions = _distinct_paths(self.splits)
+        self.paths = list(self.positions)
         self.plan = {
             "source": str(self.dataset_dir.absolute()),
             "source_fingerprints": {name: split._fingerprint for name, split in self.splits.items()},
@@ -190,6 +205,13 @@ class ShardJob:
         }
 
     # ----- work folder ------------------------------------------------------------------------------------------
+    def finished_summary(self) -> dict | None:
+        """The build summary of OUT when it was already made by this plan (a rerun after the end redoes nothing)."""
+        meta_file = self.output_dir / DATASET_META_FILE
+        if meta_file.is_file() and json.loads(meta_file.read_text(encoding="utf-8")).get("shard_plan") == self.plan:
+            return json.loads((self.output_dir / BUILD_SUMMARY_FILE).read_text(encoding="utf-8"))
+        return None
+
     def prepare_work_dir(self) -> None:
         """Create the work folder, or check that the one found was started by the same plan."""
         plan_file = self.work_dir / _PLAN_FILE
@@ -229,11 +251,9 @@ class ShardJob:
 
     def write_image_shards(self, num_proc: int, max_shards: int | None) -> int:
         """Decode the images of the shards not yet written; returns how many shards were written."""
-        todo = [n for n in range(self.num_image_shards) if not self.image_shard_file(n).is_file()]
-        if max_shards is not None:
-            todo = todo[:max_shards]
-        done_images = len(self.paths) - sum(len(self._shard_paths(n)) for n in range(self.num_image_shards)
-                                            if not self.image_shard_file(n).is_file())
+        pending = [n for n in range(self.num_image_shards) if not self.image_shard_file(n).is_file()]
+        done_images = len(self.paths) - sum(len(self._shard_paths(n)) for n in pending)
+        todo = pending if max_shards is None else pending[:max_shards]
         tasks = [(n, self._shard_paths(n), str(self.root), self.options, str(self.image_shard_file(n))) for n in todo]
         with tqdm(total=len(self.paths), initial=done_images, desc="decoding images", unit="image", disable=None) as bar:
             if num_proc > 1 and len(tasks) > 1:
@@ -257,7 +277,6 @@ class ShardJob:
 
     # ----- phase 2: rows ----------------------------------------------------------------------------------------
     def write_row_shards(self, images: pa.Table, max_shards: int | None) -> int:
-        index = {path: position for position, path in enumerate(self.paths)}
         todo = [(split, n) for split in self.splits for n in range(self.num_row_shards(split))
                 if not self.row_shard_file(split, n).is_file()]
         if max_shards is not None:
@@ -265,7 +284,7 @@ class ShardJob:
         for split, number in tqdm(todo, desc="writing rows", unit="shard", disable=None):
             source = self.splits[split]
             rows = source[number * self.shard_size:(number + 1) * self.shard_size]
-            rows = _attach_images(rows, images, index)
+            rows = _attach_images(rows, images, self.positions)
             features = _output_features(source.features)
 
             def write(temporary: Path) -> None:
@@ -291,11 +310,10 @@ class ShardJob:
         messages = [m for m in images["message"].to_pylist() if m]
         written = len(images) - images["data"].null_count
         stored_bytes = pc.sum(pc.binary_length(images["data"])).as_py() or 0
-        index = {path: position for position, path in enumerate(self.paths)}
         views_dropped, rows_dropped = {}, {}
         for split, source in self.splits.items():
             for column in PATH_COLUMNS:
-                bad = sum(1 for p in _column(source, column) if p and problems[index[p]])
+                bad = sum(1 for p in _column(source, column) if p and problems[self.positions[p]])
                 if column == PATH_COLUMNS[0]:
                     rows_dropped[split] = bad
                 else:
@@ -325,6 +343,7 @@ class ShardJob:
             "shard_image_size": self.options.size,
             "shard_image_format": self.options.image_format,
             "shard_image_quality": self.options.as_dict()["quality"],
+            "shard_plan": self.plan,
         }
 
 
@@ -346,6 +365,9 @@ def shard_images(
 ) -> dict | None:
     """Run (or resume) a shard job; returns the build summary, or None when `max_shards` stopped it before the end."""
     job = ShardJob(dataset_dir, root, output_dir, ShardOptions(size, image_format, quality), shard_size)
+    finished = job.finished_summary()
+    if finished is not None:
+        return finished
     job.prepare_work_dir()
     written = job.write_image_shards(num_proc or os.cpu_count() or 1, max_shards)
     if not job.images_done():
@@ -378,9 +400,12 @@ def main(argv=None) -> None:
     parser.add_argument("--max-shards", type=int, default=None,
                         help="stop after writing this many shards (resume later by running the same command again)")
     args = parser.parse_args(argv)
-    summary = shard_images(args.dataset, args.output_dir, args.size, root=args.root, num_proc=args.num_proc,
-                           shard_size=args.shard_size, image_format=args.image_format, quality=args.quality,
-                           max_shards=args.max_shards)
+    try:
+        summary = shard_images(args.dataset, args.output_dir, args.size, root=args.root, num_proc=args.num_proc,
+                               shard_size=args.shard_size, image_format=args.image_format, quality=args.quality,
+                               max_shards=args.max_shards)
+    except (DatasetBuildError, ValueError) as error:  # bad input: one line naming the folder, no traceback
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
     if summary is None:
         print(f"stopped after --max-shards {args.max_shards} shards; finished shards are kept in "
               f"{Path(args.output_dir).absolute()}{WORK_SUFFIX}: run the same command again to continue")

@@ -188,6 +188,9 @@ def test_interrupted_job_resumes_without_redoing_shards(source, tmp_path, monkey
 
     summary = shard_images(dataset_dir, out, **options)
     assert sorted(decoded) == sorted(set(decoded)) and len(decoded) == 9  # every image decoded exactly once
+    finished = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    assert shard_images(dataset_dir, out, **options) == summary  # the same command after the end redoes nothing
+    assert len(decoded) == 9 and {p: p.stat().st_mtime_ns for p in out.rglob("*")} == finished
     assert summary["rows"] == {"train": 3, "validate": 1, "test": 1}
     result = datasets.load_from_disk(str(out))
     assert result["train"]["study_id"] == [501, 502, 503] and result["test"]["study_id"] == [506]
@@ -195,10 +198,14 @@ def test_interrupted_job_resumes_without_redoing_shards(source, tmp_path, monkey
     assert not work.exists()
 
 
-def test_bad_dataset_path_gives_clear_error(tmp_path, source):
+def test_bad_dataset_path_gives_clear_error(tmp_path, source, capsys):
     _, root = source
-    with pytest.raises(DatasetBuildError, match=f"{tmp_path / 'nowhere'}.*alta_dataset.json"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["--dataset", str(tmp_path / "nowhere"), "--root", str(root), "--output-dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    assert f"error: {tmp_path / 'nowhere'}: no alta_dataset.json" in capsys.readouterr().err
+    with pytest.raises(DatasetBuildError, match=f"{tmp_path / 'nowhere'}.*alta_dataset.json"):
+        shard_images(tmp_path / "nowhere", tmp_path / "out", SIZE, root=root)
     other = tmp_path / "eval"
     save_dataset(datasets.DatasetDict({"test": datasets.Dataset.from_dict({"image_path": ["a.jpg"], "label": [0]})}),
                  other, {"kind": "chexpert_5x200", "image_root": str(root)}, {})
