@@ -22,7 +22,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.bench_model_training_step import _reset_peak_rss, _status_kib, random_batch  # noqa: E402
+from benchmarks.bench_model_training_step import _status_kib, random_batch, time_steps  # noqa: E402
 
 # Narrower towers at the base input geometry (see the module docstring).
 NARROW_VISION = {"hidden_size": 192, "num_hidden_layers": 4, "num_attention_heads": 3, "intermediate_size": 768,
@@ -74,16 +73,8 @@ def worker(mode: str, geometry: str, batch_size: int, micro_batches: int, steps:
         optimizer.step()
         losses.append(float(loss))
 
-    if warmup:
-        step()  # kernels, optimizer state
-        _reset_peak_rss()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    peak = _status_kib("VmHWM")
-    return {"step_s": statistics.median(times), "peak_rss_mib": peak / 1024,
+    step_s, peak = time_steps(step, steps, warmup)
+    return {"step_s": step_s, "peak_rss_mib": peak / 1024,
             "peak_over_weights_mib": (peak - rss_model) / 1024, "first_loss": losses[0]}
 
 
