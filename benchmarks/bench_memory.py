@@ -71,7 +71,7 @@ def worker(mode: str, geometry: str, batch_size: int, micro_batches: int, steps:
             loss = model(**batch).loss
             loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
 
     step_s, peak = time_steps(step, steps, warmup)
     return {"step_s": step_s, "peak_rss_mib": peak / 1024,
@@ -88,6 +88,8 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default 2; 1 for cached)")
     parser.add_argument("--rounds", type=int, default=None, help="alternating runs per configuration")
     parser.add_argument("--no-warmup", action="store_true", help="measure the first step (peak not reset)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads per run (default: torch's); 1 is steadier on a shared machine")
     parser.add_argument("--worker", choices=["plain", "checkpointing", "cached"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     cached = args.comparison == "cached"
@@ -98,6 +100,8 @@ def main(argv=None) -> None:
     rounds = args.rounds or (1 if cached else 2)
     if batch_size % micro_batches:
         parser.error(f"--batch-size {batch_size} is not a multiple of --micro-batches {micro_batches}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.worker:
         print(json.dumps(worker(args.worker, geometry, batch_size, micro_batches, steps, not args.no_warmup)))
         return
@@ -108,6 +112,7 @@ def main(argv=None) -> None:
             command = [sys.executable, __file__, args.comparison, "--worker", mode, "--geometry", geometry,
                        "--batch-size", str(batch_size), "--micro-batches", str(micro_batches), "--steps", str(steps)]
             command += ["--no-warmup"] if args.no_warmup else []
+            command += ["--threads", str(args.threads)] if args.threads else []
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             runs[mode].append(json.loads(output.strip().splitlines()[-1]))
     keys = ("step_s", "peak_rss_mib", "peak_over_weights_mib", "first_loss")
