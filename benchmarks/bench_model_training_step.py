@@ -34,6 +34,20 @@ def _reset_peak_rss() -> None:
     Path("/proc/self/clear_refs").write_text("5")
 
 
+def time_steps(step, steps: int, warmup: bool = True) -> tuple[float, int]:
+    """Run `step()` `steps` times: (median seconds, peak resident KiB). The warm-up step (kernels, optimizer state)
+    is untimed and the peak is reset after it; without warm-up the peak covers the whole process."""
+    if warmup:
+        step()
+        _reset_peak_rss()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), _status_kib("VmHWM")
+
+
 def random_batch(config, batch_size: int, generator: torch.Generator) -> dict:
     """Random pre-training inputs at `config`'s geometry (official report length 128)."""
     vision, text = config.vision_config, config.text_config
@@ -71,19 +85,12 @@ def worker(mode: str, batch_size: int, steps: int) -> dict:
         model(**batch).loss.backward()
         optimizer.step()
 
-    step()  # warm-up: kernels, optimizer state
-    _reset_peak_rss()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    peak = _status_kib("VmHWM")
+    step_s, peak = time_steps(step, steps)
     return {
         "mode": mode,
         "trainable": trainable,
         "total": total,
-        "step_s": statistics.median(times),
+        "step_s": step_s,
         "peak_rss_mib": peak / 1024,
         "peak_over_weights_mib": (peak - rss_model) / 1024,
     }

@@ -596,6 +596,7 @@ class AltaForPreTraining(AltaPreTrainedModel):
         mlm_input_ids: torch.LongTensor,
         mlm_labels: torch.LongTensor,
         noise: torch.FloatTensor | None = None,
+        compute_contrastive_losses: bool = True,
     ) -> AltaForPreTrainingOutput:
         r"""
         pixel_values (`(B, S, C, H, W)`): view slots [current frontal, current lateral, prior frontal, prior lateral];
@@ -605,6 +606,10 @@ class AltaForPreTraining(AltaPreTrainedModel):
         input_ids, attention_mask (`(B, L)`): the clean report.
         mlm_input_ids, mlm_labels (`(B, L)`): the corrupted report and its labels (-100 where not corrupted).
         noise (`(B, S, N)`, *optional*): masking noise to replay (lowest `K` values per slot are kept).
+        compute_contrastive_losses (`bool`, *optional*, defaults to `True`): `False` leaves the global and local
+            contrastive losses to the caller, which computes them over several micro-batches from the returned
+            embeddings (cached contrastive accumulation): `global_loss`, `local_loss` and `local_logits_per_image`
+            stay `None` and `loss` is the weighted reconstruction + MLM part only.
         """
         self._check_inputs(
             pixel_values, view_mask, target_pixel_values, input_ids, attention_mask, mlm_input_ids, mlm_labels, noise
@@ -635,10 +640,10 @@ class AltaForPreTraining(AltaPreTrainedModel):
 
         logit_scale = alta.logit_scale.exp()
         losses = {}
-        if config.global_loss_weight != 0:
+        if compute_contrastive_losses and config.global_loss_weight != 0:
             losses["global_loss"] = global_contrastive_loss(image_embeds, text_embeds, logit_scale)
         local_logits = None
-        if config.local_loss_weight != 0:
+        if compute_contrastive_losses and config.local_loss_weight != 0:
             # the words of a report: every non-padding token after [CLS] ([SEP] included), as the official cap_lens
             losses["local_loss"], local_logits = local_contrastive_loss(
                 image_local_embeds, text_local_embeds, attention_mask[:, 1:], alta.local_logit_scales.exp(),

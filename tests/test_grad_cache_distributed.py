@@ -1,0 +1,78 @@
+"""Cached contrastive accumulation under DistributedDataParallel: two gloo processes, each with two micro-batches,
+give the gradient of one process that computes the contrastive losses over all studies and averages the per-rank
+reconstruction and MLM means (what plain DDP training computes), with `no_sync` on all but the last micro-batch."""
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
+from torch.nn.parallel import DistributedDataParallel
+
+from modeling_alta import AltaForPreTraining
+from training.grad_cache import cached_contrastive_step
+
+WORLD_SIZE, PER_RANK, MICRO = 2, 4, 2
+
+
+def _model():
+    torch.manual_seed(0)
+    config = tiny_alta_config(text_config={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
+    return perturb_parameters_(AltaForPreTraining(config)).train()
+
+
+def _batch(config):
+    batch = tiny_pretraining_batch(config, batch_size=WORLD_SIZE * PER_RANK, seed=4)
+    batch["noise"] = torch.rand(WORLD_SIZE * PER_RANK, config.num_view_slots, config.num_patches,
+                                generator=torch.Generator().manual_seed(5))
+    return batch
+
+
+def _rows(batch, start, size):
+    return {key: value[start : start + size] for key, value in batch.items()}
+
+
+def _worker(rank, init_file, out_dir):
+    torch.set_num_threads(1)  # two processes on two cores
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        model = _model()
+        ddp = DistributedDataParallel(model)
+        batch = _batch(model.config)
+        micro_batches = [_rows(batch, rank * PER_RANK + i * MICRO, MICRO) for i in range(PER_RANK // MICRO)]
+        losses = cached_contrastive_step(ddp, micro_batches, no_sync=ddp.no_sync)
+        grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+        torch.save({"losses": losses, "grads": grads}, f"{out_dir}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(180)
+def test_two_processes_with_micro_batches_equal_one_process_with_the_whole_batch(tmp_path):
+    model = _model()
+    config = model.config
+    batch = _batch(config)
+    whole = model(**batch)
+    per_rank = [model(**_rows(batch, rank * PER_RANK, PER_RANK), compute_contrastive_losses=False)
+                for rank in range(WORLD_SIZE)]
+    reference = config.global_loss_weight * whole.global_loss + config.local_loss_weight * whole.local_loss
+    reference = reference + sum(outputs.loss for outputs in per_rank) / WORLD_SIZE
+    reference.backward()
+    assert not dist.is_initialized()
+
+    import torch._dynamo  # noqa: F401  (DDP imports it; the forked children then inherit it)
+
+    start_method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    mp.start_processes(
+        _worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD_SIZE, join=True, start_method=start_method
+    )
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    for rank in range(WORLD_SIZE):
+        result = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        torch.testing.assert_close(result["losses"]["global_loss"], whole.global_loss.detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(result["losses"]["local_loss"], whole.local_loss.detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(result["losses"]["mlm_loss"], per_rank[rank].mlm_loss.detach(), rtol=1e-5, atol=1e-6)
+        assert set(result["grads"]) == trainable
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad:
+                torch.testing.assert_close(result["grads"][name], parameter.grad, rtol=1e-4, atol=1e-6, msg=name)
