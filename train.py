@@ -25,6 +25,7 @@ from modeling_alta.losses_alta import clamp_logit_scales_
 from training.arguments import arguments_to_dict, parse_arguments
 from training.checkpointing import load_checkpoint, remove_incomplete_checkpoints, resolve_checkpoint, save_checkpoint
 from training.data import SAMPLE_COUNTERS, EpochShuffleSampler, StudyDataset, TrainingCollator, load_pretraining_split
+from training.grad_cache import cached_contrastive_step
 from training.logging_utils import LossWindow, ProblemCounter, logit_scales, tracker_config
 from training.model_setup import build_model_and_processor
 from training.optimization import build_optimizer, build_scheduler, scaled_learning_rate
@@ -40,8 +41,10 @@ def main(argv: list[str] | None = None) -> Path:
     arguments = arguments_to_dict(model_args, data_args, training_args)
     cpu = prefer_cpu(training_args.use_cpu)
     accumulation = training_args.gradient_accumulation_steps
+    # cached accumulation makes one optimizer step of `accumulation` micro-batches itself (training/grad_cache.py)
+    cached = training_args.cached_contrastive_accumulation
     accelerator = Accelerator(
-        gradient_accumulation_steps=accumulation,
+        gradient_accumulation_steps=1 if cached else accumulation,
         mixed_precision=choose_mixed_precision(training_args.mixed_precision, cpu),
         log_with=None if training_args.report_to == "none" else training_args.report_to,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
@@ -111,27 +114,45 @@ def main(argv: list[str] | None = None) -> Path:
         loader.set_epoch(epoch)
         batches = accelerator.skip_first_batches(loader, state["batches_in_epoch"]) if state["batches_in_epoch"] \
             else loader
+        pending = []  # micro-batches of the current cached-accumulation step
         for batch in batches:
             counters = {name: batch.pop(name) for name in SAMPLE_COUNTERS}
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    outputs = model(**batch)
-                # every process takes the same decision, or the gradient all-reduce would hang
-                finite = all_finite(accelerator, outputs.loss)
-                if finite:
-                    accelerator.backward(outputs.loss)
-                    window.add(outputs)
-                update_is_finite &= finite
-                if accelerator.sync_gradients and update_is_finite and training_args.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), training_args.max_grad_norm)
+            state["batches_in_epoch"] += 1
+            problems.add(accelerator, counters, len(batch["input_ids"]))
+            if cached:
+                pending.append(batch)
+                if len(pending) < accumulation:
+                    continue
+                losses = cached_contrastive_step(model, pending, backward=accelerator.backward,
+                                                 no_sync=lambda: accelerator.no_sync(model))
+                num_samples = sum(len(micro_batch["input_ids"]) for micro_batch in pending)
+                pending = []
+                update_is_finite = all_finite(accelerator, losses["loss"])
                 if update_is_finite:
+                    window.add(losses, num_samples)
+                    if training_args.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), training_args.max_grad_norm)
                     optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
-            state["batches_in_epoch"] += 1
-            problems.add(accelerator, counters, len(batch["input_ids"]))
-            if not accelerator.sync_gradients:
-                continue
+            else:
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        outputs = model(**batch)
+                    # every process takes the same decision, or the gradient all-reduce would hang
+                    finite = all_finite(accelerator, outputs.loss)
+                    if finite:
+                        accelerator.backward(outputs.loss)
+                        window.add(outputs, len(batch["input_ids"]))
+                    update_is_finite &= finite
+                    if accelerator.sync_gradients and update_is_finite and training_args.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), training_args.max_grad_norm)
+                    if update_is_finite:
+                        optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad()
+                if not accelerator.sync_gradients:
+                    continue
 
             # one optimizer update done (or skipped for a non-finite loss)
             clamp_logit_scales_(accelerator.unwrap_model(model), logit_scale_max)

@@ -15,14 +15,15 @@ class LossWindow:
         self.present = [False] * len(LOSS_NAMES)
         self.num_samples = 0
 
-    def add(self, outputs) -> None:
+    def add(self, losses, num_samples: int) -> None:
+        """`losses`: the model output (attributes) or a mapping of loss name -> scalar tensor."""
         for index, name in enumerate(LOSS_NAMES):
-            value = getattr(outputs, name, None)
+            value = losses.get(name) if isinstance(losses, dict) else getattr(losses, name, None)
             if value is not None:
                 self.sums[index] += value.detach().double().cpu()
                 self.present[index] = True
         self.sums[-1] += 1
-        self.num_samples += outputs.image_embeds.shape[0]
+        self.num_samples += num_samples
 
     def reduce(self, accelerator) -> dict[str, float]:
         """Collective: every process must call it."""

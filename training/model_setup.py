@@ -94,5 +94,5 @@ def build_model_and_processor(model_args, dataset_meta: dict) -> tuple[AltaForPr
     _check_geometry(model, processor)
     set_trainable_policy(model, model_args.trainable_policy)
     if model_args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()  # transformers 5's name of gradient_checkpointing_enable
     return model, processor
