@@ -1,6 +1,6 @@
 """Cached contrastive accumulation under DistributedDataParallel: two gloo processes, each with two micro-batches,
-give the gradient of one process that computes the contrastive losses over all studies and averages the per-rank
-reconstruction and MLM means (what plain DDP training computes), with `no_sync` on all but the last micro-batch."""
+give the loss and gradient of one process with the whole batch (contrastive losses over all studies, reconstruction
+and MLM means over all masked patches / labelled tokens), with `no_sync` on all but the last micro-batch."""
 
 import pytest
 import torch
@@ -55,9 +55,11 @@ def test_two_processes_with_micro_batches_equal_one_process_with_the_whole_batch
     whole = model(**batch)
     per_rank = [model(**_rows(batch, rank * PER_RANK, PER_RANK), compute_contrastive_losses=False)
                 for rank in range(WORLD_SIZE)]
-    reference = config.global_loss_weight * whole.global_loss + config.local_loss_weight * whole.local_loss
-    reference = reference + sum(outputs.loss for outputs in per_rank) / WORLD_SIZE
-    reference.backward()
+    whole.loss.backward()
+    # rank r's MLM value is its token sum over the mean token count per rank (losses_alta.masked_lm_loss)
+    labelled = [(_rows(batch, rank * PER_RANK, PER_RANK)["mlm_labels"] != -100).sum() for rank in range(WORLD_SIZE)]
+    expected_mlm = [per_rank[rank].mlm_loss.detach() * labelled[rank] * WORLD_SIZE / sum(labelled)
+                    for rank in range(WORLD_SIZE)]
     assert not dist.is_initialized()
 
     import torch._dynamo  # noqa: F401  (DDP imports it; the forked children then inherit it)
@@ -71,7 +73,7 @@ def test_two_processes_with_micro_batches_equal_one_process_with_the_whole_batch
         result = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         torch.testing.assert_close(result["losses"]["global_loss"], whole.global_loss.detach(), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(result["losses"]["local_loss"], whole.local_loss.detach(), rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(result["losses"]["mlm_loss"], per_rank[rank].mlm_loss.detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(result["losses"]["mlm_loss"], expected_mlm[rank], rtol=1e-5, atol=1e-6)
         assert set(result["grads"]) == trainable
         for name, parameter in model.named_parameters():
             if parameter.requires_grad:

@@ -135,23 +135,29 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_exact(demo_data, uninte
     _assert_bitwise_equal(_final_weights(tmp_path / "run"), _final_weights(uninterrupted))
 
 
-def test_sigkill_while_a_checkpoint_is_written_leaves_the_previous_one_usable(demo_data, uninterrupted, tmp_path):
-    arguments = tiny_train_arguments(demo_data, tmp_path / "configs", tmp_path / "run", checkpointing_steps=4)
-    checkpoints = tmp_path / "run" / "checkpoints"
+def _kill_while_writing(arguments: list[str], temporary_checkpoint: Path) -> None:
+    """Run train.py with checkpoint writes paused before their rename; SIGKILL it inside the write of
+    `temporary_checkpoint`."""
     process = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "train.py"), *arguments], cwd=REPO_ROOT,
         env={**os.environ, "OMP_NUM_THREADS": "1", "ALTA_TEST_PAUSE_IN_CHECKPOINT_WRITE": "60"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    try:  # the first write pauses before its rename: kill the process there
+    try:
         deadline = time.monotonic() + 300
-        while not (checkpoints / ".tmp-checkpoint_4" / "training_state.json").is_file():
-            assert process.poll() is None and time.monotonic() < deadline, "the run never reached its first checkpoint"
+        while not (temporary_checkpoint / "training_state.json").is_file():
+            assert process.poll() is None and time.monotonic() < deadline, f"the run never wrote {temporary_checkpoint}"
             time.sleep(0.05)
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
     finally:
         process.kill()
+
+
+def test_sigkill_while_a_checkpoint_is_written_leaves_the_previous_one_usable(demo_data, uninterrupted, tmp_path):
+    arguments = tiny_train_arguments(demo_data, tmp_path / "configs", tmp_path / "run", checkpointing_steps=4)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    _kill_while_writing(arguments, checkpoints / ".tmp-checkpoint_4")  # the first checkpoint
     assert not (checkpoints / "checkpoint_4").exists()
 
     # nothing complete yet: a resume starts over; the leftover is removed; the result is the uninterrupted one's
@@ -160,20 +166,7 @@ def test_sigkill_while_a_checkpoint_is_written_leaves_the_previous_one_usable(de
     assert resumed.returncode == -signal.SIGKILL
     assert not (checkpoints / ".tmp-checkpoint_4").exists() and (checkpoints / "checkpoint_8").is_dir()
     # now killed in the middle of writing checkpoint 12: checkpoint 8 stays the latest complete one
-    process = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "train.py"), *arguments, "--resume_from_checkpoint", "latest"],
-        cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1", "ALTA_TEST_PAUSE_IN_CHECKPOINT_WRITE": "60"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while not (checkpoints / ".tmp-checkpoint_12" / "training_state.json").is_file():
-            assert process.poll() is None and time.monotonic() < deadline, "the resumed run never reached step 12"
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=60)
-    finally:
-        process.kill()
+    _kill_while_writing(arguments + ["--resume_from_checkpoint", "latest"], checkpoints / ".tmp-checkpoint_12")
     resumed = _run_subprocess(arguments + ["--resume_from_checkpoint", "latest"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "checkpoint_8 at step 8" in resumed.stderr

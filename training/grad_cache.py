@@ -18,6 +18,7 @@ micro-batch's mean is weighted by its share of those counts: the sum is then exa
 import contextlib
 
 import torch
+import torch.distributed as dist
 
 from modeling_alta.losses_alta import global_contrastive_loss, local_contrastive_loss
 
@@ -126,8 +127,14 @@ def cached_contrastive_step(model, micro_batches, loss_scale: float = 1.0, backw
             # what the reconstruction and MLM means of the whole batch divide by
             counts.append({"reconstruction_loss": outputs.mask.sum(), "mlm_loss": (batch["mlm_labels"] != -100).sum()})
     after_embedding = _RngStates()
-    shares = [{name: count[name] / sum(c[name] for c in counts).clamp_min(1) for name in _SAMPLE_LOSSES}
-              for count in counts]
+    # Shares of the counts over all processes: under torch.distributed each micro-batch's MLM mean already divides by
+    # the mean count per process (losses_alta.masked_lm_loss), so weighting it by its global share gives every rank
+    # its part of the global per-token mean, which DDP's gradient average then completes.
+    totals = torch.stack([torch.stack([count[name].float() for name in _SAMPLE_LOSSES]) for count in counts])
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(totals)
+    shares = [{name: totals[index, column] / totals[:, column].sum().clamp_min(1)
+               for column, name in enumerate(_SAMPLE_LOSSES)} for index in range(len(counts))]
 
     # 2. contrastive losses over the whole batch; cache their gradients w.r.t. the embeddings and the logit scales
     words = max(batch["attention_mask"].shape[1] for batch in micro_batches) - 1
