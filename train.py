@@ -104,6 +104,15 @@ def main(argv: list[str] | None = None) -> Path:
     update_is_finite = True
     window_start = time.perf_counter()
 
+    def optimizer_update(finite: bool) -> None:
+        """Clip and step (outside `accumulate`, or on its last micro-batch; a non-finite update is skipped)."""
+        if finite:
+            if accelerator.sync_gradients and training_args.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), training_args.max_grad_norm)
+            optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+
     # ----- the loop ----------------------------------------------------------------------------------------------
     for epoch in range(state["epoch"], training_args.num_train_epochs):
         if state["global_step"] >= total_updates:
@@ -130,11 +139,7 @@ def main(argv: list[str] | None = None) -> Path:
                 update_is_finite = all_finite(accelerator, losses["loss"])
                 if update_is_finite:
                     window.add(losses, num_samples)
-                    if training_args.max_grad_norm:
-                        accelerator.clip_grad_norm_(model.parameters(), training_args.max_grad_norm)
-                    optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
+                optimizer_update(update_is_finite)
             else:
                 with accelerator.accumulate(model):
                     with accelerator.autocast():
@@ -145,12 +150,7 @@ def main(argv: list[str] | None = None) -> Path:
                         accelerator.backward(outputs.loss)
                         window.add(outputs, len(batch["input_ids"]))
                     update_is_finite &= finite
-                    if accelerator.sync_gradients and update_is_finite and training_args.max_grad_norm:
-                        accelerator.clip_grad_norm_(model.parameters(), training_args.max_grad_norm)
-                    if update_is_finite:
-                        optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad()
+                    optimizer_update(update_is_finite)
                 if not accelerator.sync_gradients:
                     continue
 
