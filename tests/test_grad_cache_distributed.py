@@ -5,8 +5,8 @@ and MLM means over all masked patches / labelled tokens), with `no_sync` on all 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
+from processes import run_ranks
 from torch.nn.parallel import DistributedDataParallel
 
 from modeling_alta import AltaForPreTraining
@@ -47,7 +47,7 @@ def _worker(rank, init_file, out_dir):
         dist.destroy_process_group()
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(400)
 def test_two_processes_with_micro_batches_equal_one_process_with_the_whole_batch(tmp_path):
     model = _model()
     config = model.config
@@ -62,12 +62,7 @@ def test_two_processes_with_micro_batches_equal_one_process_with_the_whole_batch
                     for rank in range(WORLD_SIZE)]
     assert not dist.is_initialized()
 
-    import torch._dynamo  # noqa: F401  (DDP imports it; the forked children then inherit it)
-
-    start_method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    mp.start_processes(
-        _worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD_SIZE, join=True, start_method=start_method
-    )
+    run_ranks(_worker, (str(tmp_path / "init"), str(tmp_path)), WORLD_SIZE, timeout=300)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     for rank in range(WORLD_SIZE):
         result = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)

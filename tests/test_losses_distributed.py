@@ -10,9 +10,9 @@ import math
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
+from processes import run_ranks
 from torch.nn.parallel import DistributedDataParallel
 
 from modeling_alta.losses_alta import gather_with_grad, global_contrastive_loss, local_contrastive_loss
@@ -61,7 +61,7 @@ def losses(model, scales_owner, image_tokens, text_tokens, mask):
 
 
 def _worker(rank, init_file, out_dir):
-    torch.set_num_threads(1)  # two processes on two cores; also keeps a forked child out of the parent's OpenMP pool
+    torch.set_num_threads(1)  # two processes on two cores
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
     try:
         model = make_model()
@@ -91,21 +91,14 @@ def _worker(rank, init_file, out_dir):
         dist.destroy_process_group()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_two_gloo_processes_with_ddp_equal_one_process_with_the_full_batch(tmp_path):
     model = make_model()
     loss, similarities = losses(model, model, *make_batch())
     loss.backward()
     assert not dist.is_initialized()  # the reference really ran without any gathering
 
-    # Forked children start in ~0.1 s instead of re-importing torch (spawn: ~10 s on 2 busy cores). DDP's
-    # constructor imports torch._dynamo (2-3 s): importing it once here lets both children inherit it.
-    import torch._dynamo  # noqa: F401
-
-    start_method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    mp.start_processes(
-        _worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=WORLD_SIZE, join=True, start_method=start_method
-    )
+    run_ranks(_worker, (str(tmp_path / "init"), str(tmp_path)), WORLD_SIZE, timeout=240)
     results = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=True) for rank in range(WORLD_SIZE)]
 
     for result in results:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.state import AcceleratorState
+from processes import run_command
 from safetensors.torch import load_file
 from training_setup import build_tiny_demo, tiny_train_arguments
 
@@ -198,7 +199,7 @@ def _launch_two_processes(script_and_arguments: list[str]) -> subprocess.Complet
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
                str(29500 + os.getpid() % 1000), *script_and_arguments]
-    return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    return run_command(command, cwd=REPO_ROOT, env=env, timeout=600)
 
 
 def test_two_processes_give_the_loss_and_gradients_of_one_process_with_the_whole_batch(demo_data, tmp_path):
