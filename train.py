@@ -14,17 +14,15 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from modeling_alta.losses_alta import clamp_logit_scales_
 from training.arguments import arguments_to_dict, parse_arguments
 from training.checkpointing import load_checkpoint, remove_incomplete_checkpoints, resolve_checkpoint, save_checkpoint
-from training.data import SAMPLE_COUNTERS, EpochShuffleSampler, StudyDataset, TrainingCollator, load_pretraining_split
+from training.data import SAMPLE_COUNTERS, StudyDataset, build_train_loader, load_pretraining_split
 from training.grad_cache import cached_contrastive_step
 from training.logging_utils import LossWindow, ProblemCounter, logit_scales, tracker_config
 from training.model_setup import build_model_and_processor
@@ -59,13 +57,7 @@ def main(argv: list[str] | None = None) -> Path:
     model, processor = build_model_and_processor(model_args, dataset_meta)
     accelerator.print(model.trainable_parameters_report())
     train_set = StudyDataset(rows, processor, image_root, training_args.seed)
-    sampler = EpochShuffleSampler(len(train_set), training_args.seed)
-    loader = DataLoader(
-        train_set, batch_size=training_args.per_device_train_batch_size, sampler=sampler, drop_last=True,
-        num_workers=data_args.dataloader_num_workers, collate_fn=TrainingCollator(),
-        # worker seeds come from this generator, not from the global RNG that dropout and masking use
-        generator=torch.Generator().manual_seed(training_args.seed),
-    )
+    sampler, loader = build_train_loader(train_set, data_args, training_args)
     learning_rate = scaled_learning_rate(training_args, accelerator.num_processes)
     optimizer = build_optimizer(model, learning_rate, training_args)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)

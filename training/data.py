@@ -15,7 +15,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from processing import PRETRAINING_KEYS, AltaPreTrainingCollator, RadiographLoadError
 
@@ -23,6 +23,7 @@ __all__ = [
     "EpochShuffleSampler",
     "StudyDataset",
     "TrainingCollator",
+    "build_train_loader",
     "load_pretraining_split",
     "sample_seed",
     "view_sources",
@@ -156,3 +157,15 @@ class TrainingCollator:
         for counter in SAMPLE_COUNTERS:
             batch[counter] = torch.stack([sample[counter] for sample in samples]).sum()
         return batch
+
+
+def build_train_loader(train_set: StudyDataset, data_args, training_args) -> tuple[EpochShuffleSampler, DataLoader]:
+    """The training DataLoader of one process (before `accelerator.prepare`) and its sampler (for `set_epoch`)."""
+    sampler = EpochShuffleSampler(len(train_set), training_args.seed)
+    loader = DataLoader(
+        train_set, batch_size=training_args.per_device_train_batch_size, sampler=sampler, drop_last=True,
+        num_workers=data_args.dataloader_num_workers, collate_fn=TrainingCollator(),
+        # worker seeds come from this generator, not from the global RNG that dropout and masking use
+        generator=torch.Generator().manual_seed(training_args.seed),
+    )
+    return sampler, loader
