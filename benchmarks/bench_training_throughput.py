@@ -16,8 +16,8 @@ configured loader workers and `--threads` torch threads: the DataLoader alone (s
 on batches already in memory (forward with all four losses + backward + gradient clipping + AdamW), and the same step
 pulling each batch from the DataLoader.
 
-Without `--data`, demo data are generated into a temporary folder (`python -m dataset_scripts.demo`, 1,500 training
-studies, about a minute; 300 with `--quick`).
+Without `--data`, demo pre-training data are generated into a temporary folder (`dataset_scripts.demo`: 1,500
+training studies as by default, 300 with `--quick`; the evaluation splits, unused here, get one image each).
 """
 
 import argparse
@@ -262,7 +262,9 @@ def main(argv=None) -> None:
         if data is None:
             data = work / "demo_data"
             print(f"generating demo data into {data} ...", flush=True)
-            build_demo_data(data, DemoOptions(num_train_studies=300 if args.quick else 1500))
+            # the evaluation splits are not used: one image each
+            build_demo_data(data, DemoOptions(num_train_studies=300 if args.quick else 1500, num_validate_studies=1,
+                                              num_eval_per_class=1))
         config = benchmark_config(work)
         load_before = os.getloadavg()
         print("part 1: train.py, 1 vs 2 processes", flush=True)
