@@ -52,6 +52,12 @@ class ModelArguments:
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "Recompute tower and decoder activations in the backward pass."}
     )
+    vision_attention_init: Literal["default", "mimetic"] = field(
+        default="default",
+        metadata={"help": "Fresh models only: 'mimetic' starts the image tower's attention layers with query-key ~ "
+                          "identity and value-output ~ -identity (Trockman & Kolter, 2023), so that a ViT trained "
+                          "from scratch on little data (the demo) learns image content far sooner."},
+    )
 
 
 @dataclass

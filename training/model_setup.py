@@ -4,6 +4,7 @@ import json
 import logging
 from pathlib import Path
 
+import torch
 from transformers import BertTokenizer
 
 from modeling_alta import AltaConfig, AltaForPreTraining
@@ -11,7 +12,7 @@ from modeling_alta.adapter_budget import lora_config_matching_bottleneck
 from modeling_alta.convert_pretrained_towers import build_from_pretrained_towers
 from processing import AltaImageProcessor, AltaProcessor, load_processor
 
-__all__ = ["build_model_and_processor", "set_trainable_policy"]
+__all__ = ["build_model_and_processor", "mimetic_attention_init_", "set_trainable_policy"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,29 @@ def _fresh_model(config_file: str, tokenizer, adapter_type: str | None) -> AltaF
     elif adapter_type is not None:
         config.adapter_type = adapter_type
     return AltaForPreTraining(config)
+
+
+@torch.no_grad()
+def mimetic_attention_init_(layers, query_key_scale: float = 1.0, value_output_scale: float = 0.5) -> None:
+    """Mimetic initialisation (Trockman & Kolter, ICML 2023) of self-attention layers trained from scratch.
+
+    Each layer starts with W_q = W_k = sqrt(query_key_scale) * U and W_o = -value_output_scale * V^T (U, V random
+    orthogonal): query-key products near a scaled identity make every token attend to tokens like itself, which with
+    the sin-cos positions is a locality bias, and value-output near a negative identity is the pattern pretrained
+    ViTs show. A from-scratch ViT otherwise spends hundreds of steps with near-uniform attention and an image
+    embedding that barely depends on the image (the demo: zero-shot at chance after 368 steps). Draws from torch's
+    global generator, so it follows the run's seed.
+    """
+    for layer in layers:
+        attention = layer.attention
+        width = attention.q_proj.weight.shape[0]
+        rotation = torch.linalg.qr(torch.randn(width, width))[0]
+        attention.q_proj.weight.copy_(query_key_scale**0.5 * rotation)
+        attention.k_proj.weight.copy_(query_key_scale**0.5 * rotation)
+        rotation = torch.linalg.qr(torch.randn(width, width))[0]
+        output = getattr(attention.o_proj, "base_layer", attention.o_proj)  # under an adapter wrapper
+        attention.v_proj.weight.copy_(rotation)
+        output.weight.copy_(-value_output_scale * rotation.T)
 
 
 def _model_from_towers(model_args) -> AltaForPreTraining:
@@ -83,6 +107,11 @@ def build_model_and_processor(model_args, dataset_meta: dict) -> tuple[AltaForPr
     if model_args.model_config is not None:
         processor = _fresh_processor(model_args, dataset_meta)
         model = _fresh_model(model_args.model_config, processor.tokenizer, model_args.adapter_type)
+        if model_args.vision_attention_init == "mimetic":
+            mimetic_attention_init_(model.alta.vision_model.layers)
+    elif model_args.vision_attention_init != "default":
+        raise ValueError("--vision_attention_init applies to a fresh model (--model_config); a saved folder or "
+                         "converted towers keep their trained weights")
     elif model_args.model_name_or_path is not None:
         if model_args.adapter_type not in (None, "bottleneck"):
             raise ValueError("--adapter_type applies to a fresh or tower-converted model; a saved folder keeps its own")
