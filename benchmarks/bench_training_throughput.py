@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere, installed o
 from dataset_scripts.demo import build_demo_data  # noqa: E402
 from dataset_scripts.demo_studies import DemoOptions  # noqa: E402
 from modeling_alta.losses_alta import clamp_logit_scales_  # noqa: E402
-from tests.processes import run_command  # noqa: E402
+from tests.processes import run_accelerate_on_cpu  # noqa: E402
 from training.arguments import parse_arguments  # noqa: E402
 from training.data import SAMPLE_COUNTERS, StudyDataset, build_train_loader, load_pretraining_split  # noqa: E402
 from training.model_setup import build_model_and_processor  # noqa: E402
@@ -78,12 +78,8 @@ def training_arguments(config: Path, data: Path, output_dir: Path, args) -> list
 
 def launch_train_py(processes: int, threads: int, arguments: list[str], timeout: float) -> str:
     """Run train.py under `accelerate launch` on the CPU; returns its stderr (the log)."""
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": str(threads)}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    if processes > 1:
-        command += ["--multi_gpu", "--main_process_port", str(29500 + os.getpid() % 1000)]
-    result = run_command([*command, "train.py", *arguments], cwd=REPO_ROOT, env=env, timeout=timeout)
+    result = run_accelerate_on_cpu(["train.py", *arguments], processes=processes, threads=threads, timeout=timeout,
+                                   cwd=REPO_ROOT)
     if result.returncode != 0:
         raise RuntimeError(f"train.py ({processes} process(es), {threads} thread(s)) failed:\n{result.stderr[-3000:]}")
     return result.stderr

@@ -7,6 +7,7 @@ interpreter exit, and grandchildren of a launcher keep its output pipes open aft
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import torch.multiprocessing as mp
@@ -43,3 +44,15 @@ def run_command(command: list[str], *, timeout: float, **popen_kwargs) -> subpro
         process.communicate()
         raise
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def run_accelerate_on_cpu(script_and_arguments: list[str], *, processes: int, threads: int, timeout: float,
+                          cwd) -> subprocess.CompletedProcess:
+    """`accelerate launch` of a script on the CPU (gloo when `processes` > 1), `threads` OpenMP threads per process,
+    through `run_command`."""
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": str(threads)}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    if processes > 1:
+        command += ["--multi_gpu", "--main_process_port", str(29500 + os.getpid() % 1000)]
+    return run_command([*command, *script_and_arguments], cwd=cwd, env=env, timeout=timeout)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.state import AcceleratorState
-from processes import run_command
+from processes import run_accelerate_on_cpu
 from safetensors.torch import load_file
 from training_setup import build_tiny_demo, tiny_train_arguments
 
@@ -195,11 +195,7 @@ def test_cached_accumulation_trains_like_one_large_batch(demo_data, tmp_path):
 
 
 def _launch_two_processes(script_and_arguments: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-               str(29500 + os.getpid() % 1000), *script_and_arguments]
-    return run_command(command, cwd=REPO_ROOT, env=env, timeout=600)
+    return run_accelerate_on_cpu(script_and_arguments, processes=2, threads=1, timeout=600, cwd=REPO_ROOT)
 
 
 def test_two_processes_give_the_loss_and_gradients_of_one_process_with_the_whole_batch(demo_data, tmp_path):

@@ -62,13 +62,12 @@ def mimetic_attention_init_(layers, query_key_scale: float = 1.0, value_output_s
     for layer in layers:
         attention = layer.attention
         width = attention.q_proj.weight.shape[0]
-        rotation = torch.linalg.qr(torch.randn(width, width))[0]
-        attention.q_proj.weight.copy_(query_key_scale**0.5 * rotation)
-        attention.k_proj.weight.copy_(query_key_scale**0.5 * rotation)
-        rotation = torch.linalg.qr(torch.randn(width, width))[0]
+        query_key, value_output = (torch.linalg.qr(torch.randn(width, width))[0] for _ in range(2))
+        attention.q_proj.weight.copy_(query_key_scale**0.5 * query_key)
+        attention.k_proj.weight.copy_(query_key_scale**0.5 * query_key)
+        attention.v_proj.weight.copy_(value_output)
         output = getattr(attention.o_proj, "base_layer", attention.o_proj)  # under an adapter wrapper
-        attention.v_proj.weight.copy_(rotation)
-        output.weight.copy_(-value_output_scale * rotation.T)
+        output.weight.copy_(-value_output_scale * value_output.T)
 
 
 def _model_from_towers(model_args) -> AltaForPreTraining:
@@ -104,14 +103,14 @@ def set_trainable_policy(model: AltaForPreTraining, policy: str) -> None:
 
 
 def build_model_and_processor(model_args, dataset_meta: dict) -> tuple[AltaForPreTraining, AltaProcessor]:
+    if model_args.vision_attention_init != "default" and model_args.model_config is None:
+        raise ValueError("--vision_attention_init applies to a fresh model (--model_config); a saved folder or "
+                         "converted towers keep their trained weights")
     if model_args.model_config is not None:
         processor = _fresh_processor(model_args, dataset_meta)
         model = _fresh_model(model_args.model_config, processor.tokenizer, model_args.adapter_type)
         if model_args.vision_attention_init == "mimetic":
             mimetic_attention_init_(model.alta.vision_model.layers)
-    elif model_args.vision_attention_init != "default":
-        raise ValueError("--vision_attention_init applies to a fresh model (--model_config); a saved folder or "
-                         "converted towers keep their trained weights")
     elif model_args.model_name_or_path is not None:
         if model_args.adapter_type not in (None, "bottleneck"):
             raise ValueError("--adapter_type applies to a fresh or tower-converted model; a saved folder keeps its own")
