@@ -33,10 +33,10 @@ sys.path.insert(0, str(REPO))
 
 from evaluation import embed_images, embed_texts, mean_class_embeddings, run_task  # noqa: E402
 
-SHARED = REPO.parent / "shared"
-FULL_RES_JPEG = SHARED / "realdata" / "derived" / "rg1_mimic_cxr_jpg_style.jpg"
-PNG_512 = SHARED / "realdata" / "images" / "nih_cxr14" / "00000001_000.png"
-# Prompts per class of the 5x200 ensemble (data_formats.md 3.4): 210 + 15 + 192 + 18 + 54 = 489.
+FIXTURES = REPO / "tests" / "fixtures"  # real radiographs and the tiny CXR-BERT vocabulary
+FULL_RES_JPEG = FIXTURES / "realdata" / "derived" / "rg1_mimic_cxr_jpg_style.jpg"
+PNG_512 = FIXTURES / "realdata" / "images" / "nih_cxr14" / "00000001_000.png"
+# Prompts per class of the 5x200 ensemble (docs/evaluation.md): 210 + 15 + 192 + 18 + 54 = 489.
 PROMPTS_PER_CLASS = (210, 15, 192, 18, 54)
 EMBEDDING_DIM = 128  # ALTA's projection size, for the stand-in only
 PROMPT_WORDS = ("mild minimal small large stable increased decreased left right bilateral basilar patchy subsegmental "

@@ -5,9 +5,10 @@
 
 Shapes default to the base model: 196 local regions (4 views x 49 visible patches), up to 127 words per report
 ([SEP] included), 128-d projections. Report lengths are drawn from the FINDINGS + IMPRESSION sections of the real
-Indiana University reports in `shared/realdata` (read at run time; approximate WordPiece count: words and punctuation
-+ [SEP], capped at 127), with one full-length and one single-word report always included; without that file a
-fixed synthetic distribution is used (printed). Timings alternate between the two implementations and report the
+Indiana University reports (fetched at run time from the torchxrayvision wheel on the package registry, see
+`dataset_scripts.torchxrayvision_data`; approximate WordPiece count: words and punctuation + [SEP], capped at 127),
+with one full-length and one single-word report always included; when the registry cannot be reached a fixed
+synthetic distribution is used (printed). Timings alternate between the two implementations and report the
 median. `reference_local_similarities` / `reference_local_loss` are also the tests' reference.
 """
 
@@ -15,16 +16,18 @@ import argparse
 import re
 import warnings
 import statistics
-import tarfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from dataset_scripts.torchxrayvision_data import (
+    TorchXRayVisionUnavailable,
+    fetch_torchxrayvision_file,
+    read_indiana_reports,
+)
 from modeling_alta.losses_alta import local_contrastive_loss
 
-REPORTS_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "reports" / "NLMCXR_reports.tgz"
 
 
 def reference_local_similarities(image_local, text_local, word_counts, temperatures, return_attention=False):
@@ -62,21 +65,15 @@ def reference_local_loss(image_local, text_local, word_counts, temperatures):
 def report_lengths(batch_size: int, max_words: int, kind: str, generator: torch.Generator) -> tuple[torch.Tensor, str]:
     if kind == "full":
         return torch.full((batch_size,), max_words), f"all {max_words}"
-    pool = []
-    if REPORTS_ARCHIVE.is_file():
-        with tarfile.open(REPORTS_ARCHIVE) as archive:
-            for member in archive.getmembers():
-                if not member.name.endswith(".xml"):
-                    continue
-                xml = archive.extractfile(member).read().decode("utf-8", "replace")
-                sections = r'<AbstractText Label="(?:FINDINGS|IMPRESSION)">(.*?)</AbstractText>'
-                text = " ".join(re.findall(sections, xml, re.S))
-                if text.strip():
-                    pool.append(min(len(re.findall(r"\w+|[^\w\s]", text)) + 1, max_words))
-        source = f"real IU report lengths ({len(pool)} reports)"
-    else:
+    try:
+        reports = read_indiana_reports(fetch_torchxrayvision_file("NLMCXR_reports.tgz"))
+    except TorchXRayVisionUnavailable as error:
+        print(f"real report lengths unavailable ({error}); using synthetic ones")
         pool = [int(x) for x in torch.randint(12, max_words + 1, (2000,), generator=generator)]
-        source = "synthetic uniform lengths (realdata not found)"
+        source = "synthetic uniform lengths (Indiana University reports not reachable)"
+    else:
+        pool = [min(len(re.findall(r"\w+|[^\w\s]", text)) + 1, max_words) for text in reports]
+        source = f"real IU report lengths ({len(pool)} reports)"
     pick = torch.randint(len(pool), (batch_size,), generator=generator)
     lengths = torch.tensor([pool[i] for i in pick])
     lengths[0], lengths[1] = max_words, 1

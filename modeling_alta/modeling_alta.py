@@ -250,7 +250,7 @@ class AltaPreTrainedModel(PreTrainedModel):
 
     def apply_trainable_policy(self) -> None:
         """
-        Freeze everything except ALTA's trainable set (spec §3): the adapters, every LayerNorm of both towers and of
+        Freeze everything except ALTA's trainable set (docs/model.md, "Adapters and the trainable set"): the adapters, every LayerNorm of both towers and of
         the decoder, the projection heads, the logit scales, the image [CLS] token, the view and temporal
         embeddings, the decoder's input embedding, mask token and prediction layer, and the masked-LM head's
         transform and bias (not its decoder matrix, which is the frozen word-embedding matrix).

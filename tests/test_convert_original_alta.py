@@ -12,7 +12,6 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForPreTraining, BertTokenizer
 
 from modeling_alta.convert_original_alta import (
@@ -40,11 +39,9 @@ def assert_golden(ours, golden, name):
 
 
 @pytest.fixture(scope="module")
-def golden(golden_dir):
+def golden(golden_dir, golden_tensors):
     return {
-        "inputs": load_file(golden_dir / "inputs.safetensors"),
-        "outputs": load_file(golden_dir / "outputs.safetensors"),
-        "grads": load_file(golden_dir / "grads.safetensors"),
+        **golden_tensors,
         "manifest": json.loads((golden_dir / "manifest.json").read_text()),
         "trainable": json.loads((golden_dir / "trainable_names.json").read_text()),
     }

@@ -1,5 +1,5 @@
-"""ALTA built from its pretrained parts: a synthetic `MRM.pth` in the documented layout (../shared/spec/checkpoints.md
-§6.2: timm/MAE names, fused qkv, decoder, MRM's own report BERT) and the faithful tiny CXR-BERT folder. The converted
+"""ALTA built from its pretrained parts: a synthetic `MRM.pth` in the documented layout (the docstring of
+modeling_alta/convert_pretrained_towers.py: timm/MAE names, fused qkv, decoder, MRM's own report BERT) and the faithful tiny CXR-BERT folder. The converted
 towers are checked against a plain-torch implementation of the timm ViT / MAE decoder / BERT forward on the same
 tensors (adapters at identity, masking replayed in order)."""
 

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from benchmarks.bench_local_loss import reference_local_loss, reference_local_similarities
@@ -29,8 +28,8 @@ def assert_golden(actual: torch.Tensor, golden: torch.Tensor):
 
 
 @pytest.fixture(scope="module")
-def golden(golden_dir):
-    return {**load_file(golden_dir / "inputs.safetensors"), **load_file(golden_dir / "outputs.safetensors")}
+def golden(golden_tensors):
+    return {**golden_tensors["inputs"], **golden_tensors["outputs"]}
 
 
 def word_mask(lengths: torch.Tensor, max_words: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""The ALTA trainable set (spec §3) and its exact counts, at the base geometry (meta device) and the tiny one."""
+"""The ALTA trainable set (docs/model.md) and its exact counts, at the base geometry (meta device) and the tiny one."""
 
 import json
 

@@ -1,5 +1,5 @@
 """`transformers.pipeline` with an ALTA folder (remote code, no network) on real radiographs: PNG paths, PIL images and
-DICOM files from ../shared/realdata/; the pipelines' outputs equal the model's own computation."""
+DICOM files from tests/fixtures/realdata/; the pipelines' outputs equal the model's own computation."""
 
 import json
 
