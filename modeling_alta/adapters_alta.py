@@ -27,21 +27,26 @@ __all__ = [
     "BottleneckAdapterLayer",
     "BottleneckAdapterModel",
     "ALTA_BOTTLENECK_PEFT_TYPE",
+    "DEFAULT_PLACEMENTS",
     "tower_adapter_config",
 ]
 
 # Part of every adapter weight key (`...mlp.bottleneck_up.alta.weight`): never rename.
 ADAPTER_NAME = "alta"
 
-# ALTA's tower layouts: where each adapter goes, as `re.fullmatch` patterns on module names inside the tower.
-_BOTTLENECK_TARGETS = {
-    # ViTMAEModel: after the attention output projection (before dropout and residual); parallel to the MLP,
-    # whose only argument is the output of `layernorm_after`.
-    "vision": (r"layers\.\d+\.(attention\.o_proj|mlp)", r"layers\.\d+\.mlp"),
-    # BertModel: after BertSelfOutput (= BertAttention's output, residual and LayerNorm included); parallel to
-    # BertOutput, whose last positional argument is the attention block's output, added after its LayerNorm.
-    "text": (r"encoder\.layer\.\d+\.(attention\.output|output)", r"encoder\.layer\.\d+\.output"),
-}
+# ALTA's placement, per base-model type: (all targets, the parallel ones), `re.fullmatch` patterns on module names.
+# The optional prefix lets a pattern find the tower inside a larger model (`vit.layers.0.mlp`,
+# `bert.encoder.layer.0.output`) but never a decoder's `decoder_layers`.
+# ViT / ViTMAE: after the attention output projection (before dropout and residual); parallel to the MLP, whose
+# only argument is the output of `layernorm_after`.
+_VIT_PLACEMENT = (r"(?:.*\.)?layers\.\d+\.(?:attention\.o_proj|mlp)", r"(?:.*\.)?layers\.\d+\.mlp")
+# BERT: after BertSelfOutput (= BertAttention's output, residual and LayerNorm included); parallel to BertOutput,
+# whose last positional argument is the attention block's output, added after its LayerNorm.
+_BERT_PLACEMENT = (r"(?:.*\.)?encoder\.layer\.\d+\.(?:attention\.output|output)",
+                   r"(?:.*\.)?encoder\.layer\.\d+\.output")
+DEFAULT_PLACEMENTS = {"vit_mae": _VIT_PLACEMENT, "vit": _VIT_PLACEMENT, "bert": _BERT_PLACEMENT,
+                      "cxr-bert": _BERT_PLACEMENT}
+_TOWER_MODEL_TYPES = {"vision": "vit_mae", "text": "bert"}
 
 
 def _ensure_peft_type(value: str) -> PeftType:
@@ -76,10 +81,13 @@ class BottleneckAdapterConfig(PeftConfig):
     Configuration of the bottleneck adapter PEFT method (`peft_type="ALTA_BOTTLENECK"`).
 
     Args:
-        target_modules (`list[str]` or `str`):
-            Modules to wrap (a list of names/suffixes, or one regex matched against the full module name).
+        target_modules (`list[str]` or `str`, *optional*):
+            Modules to wrap (a list of names/suffixes, or one regex matched against the full module name). When
+            left out, ALTA's placement for the base model's `model_type` is used (`DEFAULT_PLACEMENTS`: `vit_mae`,
+            `vit`, `bert`, `cxr-bert`): sequential after the attention output, parallel to the MLP.
         parallel_modules (`list[str]` or `str`, *optional*):
-            The subset of `target_modules` that get the parallel form; the others are sequential.
+            The subset of `target_modules` that get the parallel form; the others are sequential. Defaults with
+            `target_modules`.
         exclude_modules (`list[str]` or `str`, *optional*):
             Modules never wrapped.
         reduction_factor (`int`, defaults to 4):
@@ -109,8 +117,6 @@ class BottleneckAdapterConfig(PeftConfig):
     def __post_init__(self):
         super().__post_init__()
         self.peft_type = ALTA_BOTTLENECK_PEFT_TYPE
-        if self.target_modules is None:
-            raise ValueError("BottleneckAdapterConfig needs target_modules (module names or one regex)")
         if self.target_parameters:
             raise ValueError("BottleneckAdapterConfig wraps modules, not parameters: leave target_parameters empty")
         if self.reduction_factor < 1:
@@ -194,6 +200,20 @@ class BottleneckAdapterModel(BaseTuner):
     tuner_layer_cls = BottleneckAdapterLayer
     target_module_mapping: dict = {}
 
+    def _prepare_adapter_config(self, peft_config: BottleneckAdapterConfig, model_config: dict):
+        # As peft's own methods do: default targets per `model_type` when the user gives none.
+        if peft_config.target_modules is None:
+            model_type = model_config.get("model_type")
+            if model_type not in DEFAULT_PLACEMENTS:
+                raise ValueError(
+                    f"BottleneckAdapterConfig has no default placement for model_type {model_type!r} (it has one for "
+                    f"{', '.join(sorted(DEFAULT_PLACEMENTS))}): set target_modules and parallel_modules"
+                )
+            peft_config.target_modules, parallel = DEFAULT_PLACEMENTS[model_type]
+            if peft_config.parallel_modules is None:
+                peft_config.parallel_modules = parallel
+        return peft_config
+
     def _create_and_replace(self, peft_config, adapter_name, target, target_name, parent, current_key, **kwargs):
         parallel = _matches(peft_config.parallel_modules, current_key)
         # duck-typed: a second copy of this module (Hub remote code) may have created the layer
@@ -218,10 +238,10 @@ if ALTA_BOTTLENECK_PEFT_TYPE not in PEFT_TYPE_TO_TUNER_MAPPING:
 
 def tower_adapter_config(config, tower: str) -> PeftConfig:
     """The PEFT config of one tower (`"vision"` or `"text"`) for `config.adapter_type` (an `AltaConfig`)."""
-    if tower not in _BOTTLENECK_TARGETS:
+    if tower not in _TOWER_MODEL_TYPES:
         raise ValueError(f"tower must be 'vision' or 'text', got {tower!r}")
     if config.adapter_type == "bottleneck":
-        targets, parallel = _BOTTLENECK_TARGETS[tower]
+        targets, parallel = DEFAULT_PLACEMENTS[_TOWER_MODEL_TYPES[tower]]
         return BottleneckAdapterConfig(
             target_modules=targets,
             parallel_modules=parallel,
