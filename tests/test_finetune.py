@@ -110,3 +110,25 @@ def test_finetune_cli_end_to_end(tmp_path, alta_folder):
     with torch.no_grad():
         expected = model(load_processor(out)(images=load_radiograph(image))["pixel_values"]).logits.softmax(-1)[0]
     assert scores["bright"] == pytest.approx(float(expected[1]), abs=1e-5)
+
+
+def test_demo_labelled_set_labels_each_training_frontal_with_its_generated_class(tmp_path):
+    from dataset_scripts.demo import DemoOptions, build_demo_data
+    from dataset_scripts.demo_classification import build_demo_classification
+    from dataset_scripts.demo_phantom import CLASS_NAMES
+
+    demo = tmp_path / "demo"
+    build_demo_data(demo, DemoOptions(num_train_studies=30, num_validate_studies=6, num_eval_per_class=3,
+                                      image_size=64, seed=3), num_workers=1)
+    dataset, meta, summary = build_demo_classification(demo)
+    assert meta["problem_type"] == SINGLE_LABEL and meta["class_names"] == list(CLASS_NAMES)
+    assert summary["rows"] == {"train": 30, "validation": 15, "test": 15}
+    truth = {}
+    for line in (demo / "studies.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["split"] == "train":
+            truth[record["study_id"]] = record["finding"]["label"]
+    for row in dataset["train"]:
+        study = int(row["image_path"].split("_s")[1].split("_")[0])
+        assert CLASS_NAMES[row["label"]] == truth[study]
+        assert (demo / row["image_path"]).is_file()
