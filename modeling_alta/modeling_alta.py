@@ -236,10 +236,16 @@ class AltaPreTrainedModel(PreTrainedModel):
             # transformers maps only the saved class; both live in this file, and a pre-training folder must also
             # load through AutoModel (an inference folder through AutoModelForPreTraining) with remote code
             module = type(self).__module__.rsplit(".", 1)[-1]
+            # and through AutoModelForImageClassification (the image tower + a fresh head); importing it here (it
+            # imports this module) also makes save_pretrained copy its file
+            from .classification_alta import AltaForImageClassification
+
+            classifier = AltaForImageClassification
             self.config.auto_map = {
                 **(getattr(self.config, "auto_map", None) or {}),
                 "AutoModel": f"{module}.AltaModel",
                 "AutoModelForPreTraining": f"{module}.AltaForPreTraining",
+                "AutoModelForImageClassification": f"{classifier.__module__.rsplit('.', 1)[-1]}.{classifier.__name__}",
             }
             # `pipeline(task, model=folder, trust_remote_code=True)` then uses ALTA's pipelines (pipelines_alta.py)
             self.config.custom_pipelines = custom_pipelines_config()

@@ -142,3 +142,50 @@ def test_trainer_trains_the_head(tmp_path):
     assert result.global_step == 2 and torch.isfinite(torch.tensor(result.training_loss))
     assert not torch.equal(model.classifier.weight, head)
     assert torch.equal(model.vision_model.layers[0].mlp.base_layer.fc1.weight, frozen)
+
+
+_CHILD = """
+import json, sys
+for name in ("modeling_alta", "processing"):
+    sys.modules[name] = None  # the repository's packages are not importable: remote code only
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForImageClassification
+
+folder = sys.argv[1]
+model = AutoModelForImageClassification.from_pretrained(folder, trust_remote_code=True, num_labels=3,
+                                                        classification_mode="adapters").eval()
+inputs = load_file(sys.argv[2])
+with torch.no_grad():
+    hidden = model.vision_hidden_states(inputs["pixel_values"])
+print(json.dumps({"class": type(model).__module__ + "." + type(model).__name__,
+                  "tower": torch.equal(hidden, inputs["expected"]), "head": model.classifier.out_features,
+                  "trainable": list(model.trainable_parameter_counts())}))
+"""
+
+
+def test_alta_folder_gives_a_classifier_as_remote_code_in_a_fresh_process(alta_folder, source, tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "elsewhere" / "alta-tiny"
+    shutil.copytree(alta_folder, folder)
+    assert (folder / "classification_alta.py").is_file()
+    pixel_values = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        save_file({"pixel_values": pixel_values, "expected": source.vision_hidden_states(pixel_values)},
+                  str(tmp_path / "inputs.safetensors"))
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
+    env.update(HF_HUB_OFFLINE="1", HF_MODULES_CACHE=str(tmp_path / "hf_modules"))
+    result = subprocess.run([sys.executable, "-I", "-c", _CHILD, str(folder), str(tmp_path / "inputs.safetensors")],
+                            cwd=tmp_path / "elsewhere", env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["class"].startswith("transformers_modules.") and report["class"].endswith(".AltaForImageClassification")
+    assert report["tower"] and report["head"] == 3
+    local = AltaForImageClassification.from_pretrained(alta_folder, num_labels=3, classification_mode="adapters")
+    assert report["trainable"] == list(local.trainable_parameter_counts())

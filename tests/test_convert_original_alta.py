@@ -203,7 +203,7 @@ def test_cli_writes_a_folder_both_auto_classes_load(tmp_path, golden_dir, golden
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert [path.name for path in tmp_path.iterdir()] == ["alta-tiny"]  # no staging folder left behind
     assert set(json.loads((out / "config.json").read_text())["auto_map"]) == {
-        "AutoConfig", "AutoModel", "AutoModelForPreTraining"}
+        "AutoConfig", "AutoModel", "AutoModelForPreTraining", "AutoModelForImageClassification"}
 
     pretraining = AutoModelForPreTraining.from_pretrained(out)
     expected = converted.state_dict()

@@ -63,6 +63,7 @@ def test_saved_folder_loads_as_remote_code_in_a_fresh_process(tmp_path):
         "AutoConfig": "configuration_alta.AltaConfig",
         "AutoModel": "modeling_alta.AltaModel",
         "AutoModelForPreTraining": "modeling_alta.AltaForPreTraining",
+        "AutoModelForImageClassification": "classification_alta.AltaForImageClassification",
     }
 
     elsewhere = tmp_path / "elsewhere"
