@@ -65,8 +65,8 @@ def build_rsna_classification(root, val_list=None, test_list=None, labels=None, 
 def main(argv=None) -> None:
     parser = builder_argument_parser("rsna_classification", __doc__, "drop (and count) entries whose DICOM file is missing")
     parser.add_argument("--root", required=True, help="RSNA folder with stage_2_train_images/")
-    parser.add_argument("--val-list", help=f"default: ROOT/{LIST_FILES['validation']}")
-    parser.add_argument("--test-list", help=f"default: ROOT/{LIST_FILES['test']}")
+    for split, flag in (("validation", "--val-list"), ("test", "--test-list")):
+        parser.add_argument(flag, help=f"ALTA's/MRM's {split} list; default: ROOT/{LIST_FILES[split]}")
     parser.add_argument("--labels", help=f"Kaggle labels; default: ROOT/{LABELS_FILE}[.zip]")
     args = parser.parse_args(argv)
     built = build_rsna_classification(args.root, args.val_list, args.test_list, args.labels, args.check_files)

@@ -14,7 +14,6 @@ of the image tower plus the head) or `"full"` (everything). A saved classifier f
 
 import torch
 from peft import inject_adapter_in_model
-from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from transformers import PreTrainedModel, ViTMAEModel
 from transformers import initialization as init
@@ -22,7 +21,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.pipelines.image_classification import ImageClassificationPipeline
 
 from .adapters_alta import ADAPTER_NAME, tower_adapter_config
-from .modeling_alta import AltaModel, AltaPreTrainedModel
+from .modeling_alta import AltaModel, AltaPreTrainedModel, tower_trainable_parameters
 
 __all__ = ["CLASSIFICATION_MODES", "AltaForImageClassification", "AltaImageClassificationPipeline"]
 
@@ -93,16 +92,8 @@ class AltaForImageClassification(AltaPreTrainedModel):
         if self.classification_mode == "full":
             yield from (p for name, p in self.named_parameters() if not name.startswith("classifier."))
             return
-        # ALTA's trainable set restricted to the image tower (AltaModel._trainable_parameters)
-        for module in self.vision_model.modules():
-            if isinstance(module, BaseTunerLayer):
-                for layer_name in module.adapter_layer_names:
-                    container = getattr(module, layer_name)
-                    if ADAPTER_NAME in container:
-                        adapter = container[ADAPTER_NAME]
-                        yield from adapter.parameters() if isinstance(adapter, nn.Module) else [adapter]
-            elif isinstance(module, nn.LayerNorm):
-                yield from module.parameters()
+        # ALTA's trainable set restricted to the image tower (as AltaModel._trainable_parameters)
+        yield from tower_trainable_parameters(self.vision_model)
         yield from (self.view_embedding, self.temporal_embedding, self.vision_model.embeddings.cls_token)
 
     def apply_trainable_policy(self) -> None:

@@ -141,6 +141,19 @@ def _check_shape(tensor, name: str, expected: tuple, what: str) -> None:
         raise ValueError(f"{name} must have shape {what}, got {list(shape)}")
 
 
+def tower_trainable_parameters(tower: nn.Module):
+    """ALTA's trainable set inside one tower: its adapter weights (bottleneck or LoRA) and every LayerNorm."""
+    for module in tower.modules():
+        if isinstance(module, BaseTunerLayer):
+            for layer_name in module.adapter_layer_names:
+                container = getattr(module, layer_name)  # ModuleDict or ParameterDict keyed by adapter
+                if ADAPTER_NAME in container:
+                    adapter = container[ADAPTER_NAME]
+                    yield from adapter.parameters() if isinstance(adapter, nn.Module) else [adapter]
+        elif isinstance(module, nn.LayerNorm):
+            yield from module.parameters()
+
+
 def _zero_init_adapter_parameters(module: nn.Module):
     """Parameters of the adapter parts that start at zero (bottleneck up-projections, LoRA B), duck-typed."""
     for attribute in ("bottleneck_up", "lora_B"):
@@ -316,15 +329,7 @@ class AltaModel(AltaPreTrainedModel):
 
     def _trainable_parameters(self):
         for tower in (self.vision_model, self.text_model):
-            for module in tower.modules():
-                if isinstance(module, BaseTunerLayer):
-                    for layer_name in module.adapter_layer_names:
-                        container = getattr(module, layer_name)  # ModuleDict or ParameterDict keyed by adapter
-                        if ADAPTER_NAME in container:
-                            adapter = container[ADAPTER_NAME]
-                            yield from adapter.parameters() if isinstance(adapter, nn.Module) else [adapter]
-                elif isinstance(module, nn.LayerNorm):
-                    yield from module.parameters()
+            yield from tower_trainable_parameters(tower)
         for head in (self.visual_projection, self.visual_local_projection, self.text_projection, self.text_local_projection):
             yield from head.parameters()
         yield from (self.logit_scale, self.local_logit_scales, self.view_embedding, self.temporal_embedding)

@@ -103,8 +103,7 @@ def test_chexpert_check_files_with_stand_in_images(tmp_path, chexpert_train):
     import datasets
 
     built = datasets.load_from_disk(str(out))
-    summary = load_dataset_meta(out)
-    assert summary["image_root"] == str(tmp_path.absolute())
+    assert load_dataset_meta(out)["image_root"] == str(tmp_path.absolute())
     assert len(built["train"]) + len(built["validation"]) == len(frontal) - 7
     assert all((tmp_path / p).is_file() for s in built for p in built[s]["image_path"])
 
