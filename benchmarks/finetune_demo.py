@@ -2,11 +2,12 @@
 
     python -m dataset_scripts.demo_classification --demo-dir demo_data --output-dir demo_data/classification
     python benchmarks/finetune_demo.py --model outputs/demo/model --dataset demo_data/classification \
-        --output-dir outputs/finetune-demo [--num-train-epochs 10] [--seed 0]
+        --output-dir outputs/finetune-demo [--modes linear_probe adapters] [--epochs 8 3] [--seed 0]
 
 Runs `python -m training.finetune` four times (one process each, in turn) and prints a Markdown table of the test
 AUROC (macro over the five demo classes, one-vs-rest) with the validation AUROC of the kept epoch, the training
-images, the epochs run and the wall time of each run.
+images, the epochs run and the wall time of each run. `--epochs` gives the epoch limit at 10 % and at 100 % of the
+labels (early stopping may end a run sooner).
 """
 
 import argparse
@@ -16,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-RUNS = [("linear_probe", 0.1), ("linear_probe", 1.0), ("adapters", 0.1), ("adapters", 1.0)]
+FRACTIONS = (0.1, 1.0)
 
 
 def main(argv=None) -> int:
@@ -24,17 +25,18 @@ def main(argv=None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--output-dir", required=True)
-    parser.add_argument("--num-train-epochs", default="10")
+    parser.add_argument("--modes", nargs="+", default=["linear_probe", "adapters"])
+    parser.add_argument("--epochs", nargs=2, default=["8", "3"], metavar=("AT_10", "AT_100"))
     parser.add_argument("--seed", default="0")
     args = parser.parse_args(argv)
     rows = []
-    for mode, fraction in RUNS:
+    for mode, (fraction, epochs) in ((m, r) for m in args.modes for r in zip(FRACTIONS, args.epochs)):
         out = Path(args.output_dir) / f"{mode}-{fraction:g}"
         start = time.perf_counter()
         subprocess.run([
             sys.executable, "-m", "training.finetune", "--model", args.model, "--dataset", args.dataset,
             "--output-dir", str(out), "--mode", mode, "--label_fraction", str(fraction), "--seed", args.seed,
-            "--num-train-epochs", args.num_train_epochs, "--num-workers", "1",
+            "--num-train-epochs", epochs, "--num-workers", "1",
         ], check=True)
         seconds = time.perf_counter() - start
         results = json.loads((out / "finetune_results.json").read_text())
