@@ -2,12 +2,13 @@
 
     python -m dataset_scripts.demo_classification --demo-dir demo_data --output-dir demo_data/classification
     python benchmarks/finetune_demo.py --model outputs/demo/model --dataset demo_data/classification \
-        --output-dir outputs/finetune-demo [--modes linear_probe adapters] [--epochs 8 3] [--seed 0]
+        --output-dir outputs/finetune-demo [--modes linear_probe adapters] [--fractions 0.1 1.0] [--epochs 8 8]
+        [--seed 0]
 
-Runs `python -m training.finetune` four times (one process each, in turn) and prints a Markdown table of the test
-AUROC (macro over the five demo classes, one-vs-rest) with the validation AUROC of the kept epoch, the training
-images, the epochs run and the wall time of each run. `--epochs` gives the epoch limit at 10 % and at 100 % of the
-labels (early stopping may end a run sooner).
+Runs `python -m training.finetune` once per mode and label fraction (one process each, in turn) and prints a Markdown
+table of the test AUROC (macro over the five demo classes, one-vs-rest) with the validation AUROC of the kept epoch,
+the training images, the epochs run and the wall time of each run. `--epochs` gives the epoch limit of each label
+fraction (early stopping may end a run sooner).
 """
 
 import argparse
@@ -17,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-FRACTIONS = (0.1, 1.0)
 
 
 def main(argv=None) -> int:
@@ -26,11 +26,14 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--output-dir", required=True)
     parser.add_argument("--modes", nargs="+", default=["linear_probe", "adapters"])
-    parser.add_argument("--epochs", nargs=2, default=["8", "3"], metavar=("AT_10", "AT_100"))
+    parser.add_argument("--fractions", nargs="+", type=float, default=[0.1, 1.0])
+    parser.add_argument("--epochs", nargs="+", default=["8", "8"], help="epoch limit per fraction")
     parser.add_argument("--seed", default="0")
     args = parser.parse_args(argv)
     rows = []
-    for mode, (fraction, epochs) in ((m, r) for m in args.modes for r in zip(FRACTIONS, args.epochs)):
+    if len(args.epochs) != len(args.fractions):
+        parser.error("give one --epochs value per --fractions value")
+    for mode, (fraction, epochs) in ((m, r) for m in args.modes for r in zip(args.fractions, args.epochs)):
         out = Path(args.output_dir) / f"{mode}-{fraction:g}"
         start = time.perf_counter()
         subprocess.run([
