@@ -137,6 +137,7 @@ def main(argv=None) -> int:
         callbacks=[EarlyStoppingCallback(early_stopping_patience=args.patience)],
     )
     train_result = trainer.train()
+    trainer.remove_callback(EarlyStoppingCallback)  # it would warn about the test metrics' names
     validation = trainer.evaluate(metric_key_prefix="validation")  # the best epoch, reloaded at the end
     test = trainer.evaluate(labelled.splits["test"], metric_key_prefix="test") if "test" in labelled.splits else {}
 
