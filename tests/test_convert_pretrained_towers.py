@@ -220,7 +220,7 @@ def test_text_tower_heads_and_projections_equal_the_bert_forward(built, text_wei
         _close(hidden, reference, "BERT")
         _close(model.mlm_head(hidden), mlm_head(text_weights, reference, config["layer_norm_eps"]), "MLM head")
         expected = projection(text_weights, "cls_projection_head.", reference[:, 0])
-        _close(model.alta.get_text_features(input_ids, attention_mask), expected, "text projection")
+        _close(model.alta.get_text_features(input_ids, attention_mask).pooler_output, expected, "text projection")
         # the local projection starts as a copy of the global one (ALTA's initialisation)
         _close(model.alta.text_local_projection(reference[:, 0]), expected, "local text projection")
     assert model.mlm_head.predictions.decoder.weight is model.alta.text_model.embeddings.word_embeddings.weight
