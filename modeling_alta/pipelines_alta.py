@@ -7,7 +7,7 @@
 They are the stock pipelines with two changes: images go to the folder's image processor as they are given (the
 ALTA image processor reads paths of JPEG/PNG/DICOM files, PIL images and arrays, where the stock pipelines would
 open paths with PIL and fail on DICOM), and the features are ALTA's (its projected embeddings as the pooled output).
-The folder needs the processor files (`AltaProcessor.save_pretrained(DIR)`) next to the model.
+The folder needs the processor files next to the model (the converters, `train.py` and the demo write them).
 """
 
 from transformers.pipelines.feature_extraction import FeatureExtractionPipeline

@@ -20,7 +20,7 @@ DICOMS = ["dicom/siim_nih_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory, golden_dir):
-    """A trained-looking tiny model saved as the converters do (model + tokenizer), completed by write_processor."""
+    """A trained-looking tiny model saved as model + tokenizer only, completed by write_processor."""
     out = save_tiny_alta_folder(tmp_path_factory.mktemp("alta") / "alta-tiny", golden_dir / "BiomedVLP-CXR-BERT-specialized")
     assert (out / "processor_config.json").is_file()
     return out
