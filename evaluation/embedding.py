@@ -81,9 +81,11 @@ def _radiograph_reader():
 class _Radiographs(Dataset):
     """Decodes one radiograph per item; unreadable ones come back as errors instead of raising."""
 
-    def __init__(self, sources: Sequence, min_size: int | None):
+    def __init__(self, sources: Sequence, min_size: int | None, dicom_lut: bool = False):
         self.sources = sources
         self.min_size = min_size
+        # the image processor's DICOM option, passed only when set (a stand-in reader may not take it)
+        self.options = {"dicom_lut": True} if dicom_lut else {}
 
     def __len__(self):
         return len(self.sources)
@@ -93,7 +95,7 @@ class _Radiographs(Dataset):
         source = self.sources[index]
         name = source if isinstance(source, str) else f"<{type(source).__name__} at position {index}>"
         try:
-            return index, name, load_radiograph(source, min_size=self.min_size), None
+            return index, name, load_radiograph(source, min_size=self.min_size, **self.options), None
         except load_error as error:
             return index, name, None, str(error)
 
@@ -204,7 +206,8 @@ def embed_images(
     device = _place(model, device)
     dtype = _model_dtype(model)
     loader = DataLoader(
-        _Radiographs(images, _decode_size(processor) if draft_decode else None),
+        _Radiographs(images, _decode_size(processor) if draft_decode else None,
+                     bool(getattr(getattr(processor, "image_processor", None), "dicom_lut", False))),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_ProcessImages(processor),
