@@ -82,7 +82,8 @@ def main(argv=None) -> None:
     while step < args.steps:
         for batch in loader:
             images = F.normalize(image_embeddings(model, batch, args.path), dim=-1)
-            texts = F.normalize(model.alta.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output, dim=-1)
+            texts = model.alta.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output
+            texts = F.normalize(texts, dim=-1)
             loss = global_contrastive_loss(images, texts, model.alta.logit_scale.exp())
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)

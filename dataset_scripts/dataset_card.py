@@ -50,44 +50,39 @@ _AGREEMENT = (
     "credentialed access, do not share them, and do not upload this folder to the Hugging Face Hub or anywhere "
     "else (alta-hf refuses to push it)."
 )
+
+
+def _under_agreement(source: str, url: str, license_name: str, license_link: str, terms: str) -> DataTerms:
+    return DataTerms(source=source, url=url, license="other", license_name=license_name, license_link=license_link,
+                     terms=f"{terms} {_AGREEMENT}", restricted=True)
+
+
 DATA_TERMS = {
-    "mimic-cxr": DataTerms(
-        source="MIMIC-CXR / MIMIC-CXR-JPG (PhysioNet)",
-        url="https://physionet.org/content/mimic-cxr-jpg/",
-        license="other",
-        license_name="physionet-credentialed-health-data-1.5.0",
-        license_link="https://physionet.org/content/mimic-cxr/view-license/2.0.0/",
-        terms="MIMIC-CXR is credentialed data: access requires a PhysioNet account, CITI training and signing the "
-              "PhysioNet Credentialed Health Data Use Agreement 1.5.0. " + _AGREEMENT,
-        restricted=True,
+    "mimic-cxr": _under_agreement(
+        "MIMIC-CXR / MIMIC-CXR-JPG (PhysioNet)", "https://physionet.org/content/mimic-cxr-jpg/",
+        "physionet-credentialed-health-data-1.5.0", "https://physionet.org/content/mimic-cxr/view-license/2.0.0/",
+        "MIMIC-CXR is credentialed data: access requires a PhysioNet account, CITI training and signing the "
+        "PhysioNet Credentialed Health Data Use Agreement 1.5.0.",
     ),
-    "chexpert": DataTerms(
-        source="CheXpert (Stanford AIMI)",
-        url="https://stanfordmlgroup.github.io/competitions/chexpert/",
-        license="other",
-        license_name="stanford-chexpert-research-use-agreement",
-        license_link="https://stanfordaimi.azurewebsites.net/datasets/8cbd9ed4-2eb9-4565-affc-111cf4f7ebe2",
-        terms="CheXpert is released under the Stanford University School of Medicine CheXpert Dataset Research Use "
-              "Agreement (personal, non-commercial research use; no redistribution). " + _AGREEMENT,
-        restricted=True,
+    "chexpert": _under_agreement(
+        "CheXpert (Stanford AIMI)", "https://stanfordmlgroup.github.io/competitions/chexpert/",
+        "stanford-chexpert-research-use-agreement",
+        "https://stanfordaimi.azurewebsites.net/datasets/8cbd9ed4-2eb9-4565-affc-111cf4f7ebe2",
+        "CheXpert is released under the Stanford University School of Medicine CheXpert Dataset Research Use "
+        "Agreement (personal, non-commercial research use; no redistribution).",
     ),
-    "rsna": DataTerms(
-        source="RSNA Pneumonia Detection Challenge (Kaggle; images from NIH ChestX-ray14)",
-        url="https://www.kaggle.com/c/rsna-pneumonia-detection-challenge",
-        license="other",
-        license_name="rsna-pneumonia-detection-challenge-rules",
-        license_link="https://www.kaggle.com/c/rsna-pneumonia-detection-challenge/rules",
-        terms="The RSNA Pneumonia Detection Challenge data are available under the competition's rules and data-use "
-              "terms, accepted by each user on Kaggle. " + _AGREEMENT,
-        restricted=True,
+    "rsna": _under_agreement(
+        "RSNA Pneumonia Detection Challenge (Kaggle; images from NIH ChestX-ray14)",
+        "https://www.kaggle.com/c/rsna-pneumonia-detection-challenge", "rsna-pneumonia-detection-challenge-rules",
+        "https://www.kaggle.com/c/rsna-pneumonia-detection-challenge/rules",
+        "The RSNA Pneumonia Detection Challenge data are available under the competition's rules and data-use terms, "
+        "accepted by each user on Kaggle.",
     ),
     "synthetic": DataTerms(
-        source="alta-hf's synthetic demo generator (dataset_scripts.demo): drawn phantoms and templated reports, "
+        source="alta-hf's synthetic demo generator (`dataset_scripts.demo`): drawn phantoms and templated reports, "
                "no patient data",
-        url="https://github.com/DopamineLcy/ALTA",
-        license="apache-2.0",
+        url="", license="apache-2.0", restricted=False,
         terms="Synthetic data made by alta-hf's demo generator (Apache-2.0, as the code); free to share.",
-        restricted=False,
     ),
 }
 # what each kind of folder is made of (`alta_dataset.json`'s `kind`); pre-training folders say it by their builder
@@ -115,7 +110,7 @@ def data_terms(meta: Mapping) -> DataTerms:
     if name in DATA_TERMS:
         return DATA_TERMS[name]
     return DataTerms(source="unknown", url="", license="other", license_name="unknown", restricted=True,
-                     terms="The origin of these rows is not recorded; treat them as restricted. " + _AGREEMENT)
+                     terms=f"The origin of these rows is not recorded; treat them as restricted. {_AGREEMENT}")
 
 
 def ensure_shareable(folder: os.PathLike | str, meta: Mapping) -> None:
@@ -203,7 +198,7 @@ def build_dataset_card(dataset, meta: Mapping, summary: Mapping, title: str | No
         f"# {title or kind}", "",
         "## Data-use terms", "",
         f"**{'Restricted: not for redistribution.' if terms.restricted else 'Shareable.'}** {terms.terms}",
-        f"Source: [{terms.source}]({terms.url}).", "",
+        f"Source: [{terms.source}]({terms.url})." if terms.url else f"Source: {terms.source}.", "",
         "## Provenance and selection rules", "",
         f"Built by alta-hf's `dataset_scripts` (folder kind `{kind}`), {total:,} rows in "
         f"{len(splits)} split(s): " + ", ".join(f"`{n}` ({s.num_rows:,})" for n, s in splits.items()) + ".", "",

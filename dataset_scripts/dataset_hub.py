@@ -69,6 +69,11 @@ def push_dataset_card(repo_id: str, card: DatasetCard, token: str | None = None)
     merged.push_to_hub(repo_id, repo_type="dataset", token=token, commit_message="Dataset card")
 
 
+def _fail(parser: argparse.ArgumentParser, error: Exception) -> int:
+    print(f"{parser.prog}: error: {error}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dataset_scripts.dataset_hub", description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", help="a folder written by one of the dataset_scripts builders")
@@ -79,9 +84,8 @@ def main(argv=None) -> int:
     try:
         push_dataset_folder(args.folder, args.repo_id, config_name=args.config_name, private=args.private or None)
         push_dataset_card(args.repo_id, DatasetCard.load(Path(args.folder) / CARD_FILE))
-    except (RestrictedDatasetError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (RestrictedDatasetError, ValueError, OSError) as error:  # one line naming the folder, no traceback
+        return _fail(parser, error)
     print(f"pushed {args.folder} to the dataset repo {args.repo_id} (configuration {args.config_name!r})")
     return 0
 

@@ -218,7 +218,8 @@ def embed_images(
         for batch_indices, pixel_values, batch_failures in loader:
             failures.extend(batch_failures)
             if pixel_values is not None:
-                features = feature_tensor(model.get_image_features(pixel_values=pixel_values.to(device=device, dtype=dtype)))
+                output = model.get_image_features(pixel_values=pixel_values.to(device=device, dtype=dtype))
+                features = feature_tensor(output)
                 chunks.append(features.float().cpu())
                 indices.append(batch_indices)
             bar.update(len(batch_indices) + len(batch_failures))

@@ -164,9 +164,9 @@ class FakeHub:
         if repo not in self.repos:
             return self._missing_repo(repo)
         siblings = [{"rfilename": name, "size": len(data)} for name, data in sorted(self.files(repo).items())]
-        return httpx2.Response(200, json={"id": repo.removeprefix("datasets/"), "modelId": repo, "sha": self._head(repo),
-                                          "private": self.repos[repo]["private"], "siblings": siblings, "tags": [],
-                                          "downloads": 0, "likes": 0})
+        info = {"id": repo.removeprefix("datasets/"), "modelId": repo, "sha": self._head(repo),
+                "private": self.repos[repo]["private"], "siblings": siblings, "tags": [], "downloads": 0, "likes": 0}
+        return httpx2.Response(200, json=info)
 
     def _paths_info(self, request, host, repo, rev):
         if repo not in self.repos:
@@ -176,9 +176,11 @@ class FakeHub:
         files, entries = self.files(repo), []
         for path in wanted:
             if path in files:
-                entries.append({"type": "file", "path": path, "size": len(files[path]), "oid": hashlib.sha1(files[path]).hexdigest()})
+                data = files[path]
+                entries.append({"type": "file", "path": path, "size": len(data), "oid": hashlib.sha1(data).hexdigest()})
             elif any(name.startswith(path.rstrip("/") + "/") for name in files) or path in ("", "."):
-                entries.append({"type": "directory", "path": path, "oid": hashlib.sha1(path.encode()).hexdigest(), "size": 0})
+                oid = hashlib.sha1(path.encode()).hexdigest()
+                entries.append({"type": "directory", "path": path, "oid": oid, "size": 0})
         return httpx2.Response(200, json=entries)
 
     def _tree(self, request, host, repo, rev, folder=None):
@@ -214,7 +216,9 @@ class FakeHub:
         ranged = re.fullmatch(r"bytes=(\d+)-(\d*)", request.headers.get("range", ""))
         if ranged and request.method == "GET":  # HfFileSystem reads files in ranges
             start, end = int(ranged[1]), min(int(ranged[2] or len(data) - 1), len(data) - 1)
-            headers.update({"Content-Range": f"bytes {start}-{end}/{len(data)}", "Content-Length": str(end + 1 - start)})
+            headers.update(
+                {"Content-Range": f"bytes {start}-{end}/{len(data)}", "Content-Length": str(end + 1 - start)}
+            )
             return httpx2.Response(206, headers=headers, content=data[start : end + 1])
         headers["Content-Length"] = str(len(data))
         return httpx2.Response(200, headers=headers, content=b"" if request.method == "HEAD" else data)

@@ -47,9 +47,10 @@ def built(tmp_path_factory, demo):
     write_rsna(base / "rsna")
     rsna.main(["--root", str(base / "rsna"), "--output-dir", str(base / "rsna_out")])
     mimic = write_mimic_fixture(base / "mimic")
-    mimic_cxr.main(["--root", str(mimic.root), "--reports", str(mimic.reports), "--output-dir", str(base / "mimic_cxr")])
-    mimic_5x200.main(["--root", str(mimic.root), "--reports", str(mimic.reports), "--output-dir", str(base / "mimic_5x200"),
-                      "--splits", "train", "validate", "test", "--per-class", "1"])
+    mimic_inputs = ["--root", str(mimic.root), "--reports", str(mimic.reports)]
+    mimic_cxr.main(mimic_inputs + ["--output-dir", str(base / "mimic_cxr")])
+    mimic_5x200.main(mimic_inputs + ["--output-dir", str(base / "mimic_5x200"), "--splits", "train", "validate", "test",
+                                     "--per-class", "1"])
     shard_images(demo / "pretrain", base / "shards", 32, num_proc=1)
     folders.update({name: base / folder for name, folder in (
         ("chexpert_5x200", "chexpert_5x200"), ("chexpert_8x200", "chexpert_8x200"), ("rsna", "rsna_out"),
