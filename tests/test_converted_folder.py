@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModel, AutoProcessor, pipeline
+from transformers import AutoProcessor, pipeline
 
+from modeling_alta.convert_original_alta import build_tokenizer, convert_checkpoint
 from modeling_alta.convert_original_alta import main as convert_main
-from processing import load_radiograph
+from processing import AltaImageProcessor, AltaProcessor, load_radiograph
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEXT_DIR = "BiomedVLP-CXR-BERT-specialized"
@@ -24,6 +25,7 @@ DICOM = "dicom/nema_wg04_RG1_UNCR_cr_chest_pa.dcm"
 LABELS = ["pleural effusion", "no acute cardiopulmonary process", "cardiomegaly"]
 REPO_ID = "someone/alta-tiny"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
+HEADS = {"vision_num_attention_heads": 4, "decoder_num_attention_heads": 3}
 
 _CHILD = textwrap.dedent(
     """
@@ -50,14 +52,20 @@ def converted(tmp_path_factory, golden_dir):
     out = tmp_path_factory.mktemp("converted") / "alta-tiny"
     assert convert_main([
         "--checkpoint", str(golden_dir / "ALTA_random.pth"), "--text-model-dir", str(golden_dir / TEXT_DIR),
-        "--output-dir", str(out), "--vision-num-attention-heads", "4", "--decoder-num-attention-heads", "3",
+        "--output-dir", str(out), *(f"--{name.replace('_', '-')}={value}" for name, value in HEADS.items()),
     ]) == 0
     return out
 
 
-def _expected_scores(folder, image) -> dict[str, float]:
-    model = AutoModel.from_pretrained(folder).eval()
-    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+@pytest.fixture(scope="module")
+def reference(golden_dir):
+    """The conversion in memory, with a processor built here: what the folder must reproduce."""
+    model = convert_checkpoint(golden_dir / "ALTA_random.pth", golden_dir / TEXT_DIR, **HEADS).alta.eval()
+    return model, AltaProcessor(AltaImageProcessor(), build_tokenizer(golden_dir / TEXT_DIR))
+
+
+def _expected_scores(reference, image) -> dict[str, float]:
+    model, processor = reference
     inputs = processor(images=load_radiograph(image), text=LABELS, padding="longest")
     with torch.no_grad():
         return dict(zip(LABELS, model(**inputs).logits_per_image[0].softmax(-1).tolist()))
@@ -66,6 +74,7 @@ def _expected_scores(folder, image) -> dict[str, float]:
 def _assert_close(got: dict, expected: dict) -> None:
     assert set(got) == set(expected)
     assert all(abs(got[label] - expected[label]) < 1e-5 for label in expected), (got, expected)
+    assert max(expected.values()) - min(expected.values()) > 1e-3  # the scores tell the labels apart
 
 
 def test_converted_folder_is_complete(converted):
@@ -77,11 +86,11 @@ def test_converted_folder_is_complete(converted):
     assert processor.image_processor.crop_size.height == 224
 
 
-def test_zero_shot_pipeline_straight_from_the_converter_output(converted, realdata_dir):
+def test_zero_shot_pipeline_straight_from_the_converter_output(converted, reference, realdata_dir):
     classifier = pipeline("zero-shot-image-classification", model=str(converted), trust_remote_code=True)
     for image in (realdata_dir / RADIOGRAPH, realdata_dir / DICOM):
         result = classifier(str(image), candidate_labels=LABELS)
-        _assert_close({r["label"]: r["score"] for r in result}, _expected_scores(converted, image))
+        _assert_close({r["label"]: r["score"] for r in result}, _expected_scores(reference, image))
 
 
 def _hub_cache(folder: Path, cache: Path) -> None:
@@ -98,7 +107,8 @@ def _hub_cache(folder: Path, cache: Path) -> None:
         (snapshot / path.name).symlink_to(os.path.relpath(blob, snapshot))
 
 
-def test_loads_by_repo_id_from_the_hub_cache_offline_in_a_fresh_interpreter(converted, realdata_dir, tmp_path):
+def test_loads_by_repo_id_from_the_hub_cache_offline_in_a_fresh_interpreter(converted, reference, realdata_dir,
+                                                                             tmp_path):
     cache = tmp_path / "hub"
     _hub_cache(converted, cache)
     images = [str(realdata_dir / RADIOGRAPH), str(realdata_dir / DICOM)]
@@ -113,4 +123,4 @@ def test_loads_by_repo_id_from_the_hub_cache_offline_in_a_fresh_interpreter(conv
     assert report["processor"].startswith("transformers_modules.") and report["processor"].endswith(".AltaProcessor")
     assert report["model"].startswith("transformers_modules.") and report["model"].endswith(".AltaModel")
     for image, scores in zip(images, report["scores"]):
-        _assert_close(scores, _expected_scores(converted, image))
+        _assert_close(scores, _expected_scores(reference, image))
