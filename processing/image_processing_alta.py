@@ -41,6 +41,7 @@ class AltaImageProcessorKwargs(ImagesKwargs, total=False):
     reconstruction_crop_size: int
     num_view_slots: int
     draft_decoding: bool
+    dicom_lut: bool
     augment_degrees: float
     augment_translate: float
     augment_scale_min: float
@@ -83,6 +84,9 @@ class AltaImageProcessor(PilBackend):
         num_view_slots (`int`, *optional*, defaults to 4): view slots of a training study.
         draft_decoding (`bool`, *optional*, defaults to `True`): decode JPEG files at a reduced DCT scale when the
             file is much larger than needed.
+        dicom_lut (`bool`, *optional*, defaults to `False`): apply the DICOM modality and VOI LUT (window) when reading
+            DICOM files (see [`load_radiograph`]); by default the stored values are scaled by their maximum, as ALTA's
+            evaluation does.
         augment_* : ranges of the training augmentation (official recipe by default).
     """
 
@@ -103,6 +107,7 @@ class AltaImageProcessor(PilBackend):
     reconstruction_crop_size = 448
     num_view_slots = 4
     draft_decoding = True
+    dicom_lut = False
     augment_degrees = 20.0
     augment_translate = 0.1
     augment_scale_min = 0.95
@@ -137,7 +142,9 @@ class AltaImageProcessor(PilBackend):
         )
 
     def _load(self, source, shorter_side: int) -> Image.Image:
-        return load_radiograph(source, min_size=shorter_side if self.draft_decoding else None)
+        return load_radiograph(
+            source, min_size=shorter_side if self.draft_decoding else None, dicom_lut=self.dicom_lut
+        )
 
     def _to_tensor(self, image: Image.Image) -> torch.Tensor:
         """8-bit gray -> normalised float tensor `(3, H, W)` (channels as ALTA's 3-channel input)."""
