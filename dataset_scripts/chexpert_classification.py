@@ -81,7 +81,8 @@ def build_chexpert_classification(
     options = {"uncertain": uncertain, "frontal_only": frontal_only, "validation_fraction": validation_fraction, "seed": seed}
     dataset = labelled_dataset(frames, CLASS_NAMES, MULTI_LABEL, f"chexpert_classification {BUILDER_VERSION} {options}")
     meta = classification_meta(
-        "chexpert", root.absolute(), CLASS_NAMES, MULTI_LABEL, options=options, builder_version=BUILDER_VERSION,
+        "chexpert", root.absolute(), CLASS_NAMES, MULTI_LABEL, data_terms="chexpert", options=options,
+        builder_version=BUILDER_VERSION,
         sources={"train": str(train_csv.absolute()), "test": str(valid_csv.absolute())},
     )
     summary = classification_summary(
@@ -104,7 +105,7 @@ def main(argv=None) -> None:
         args.chexpert_root, args.train_csv, args.valid_csv, args.uncertain, not args.all_views,
         args.validation_fraction, args.seed, args.check_files,
     )
-    save_and_report(built, args.output_dir, "CheXpert classification")
+    save_and_report(built, args.output_dir, "CheXpert classification", __doc__)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,7 @@ _TERMS_OF_KIND = {"chexpert_5x200": "chexpert", "chexpert_8x200": "chexpert", "m
 _TASKS_OF_KIND = {
     "pretraining": ["image-to-text", "image-feature-extraction"],
     "chexpert_8x200": ["image-feature-extraction", "text-to-image"],
+    "classification": ["image-classification"],
 }
 _EVALUATION_TASKS = ["zero-shot-image-classification", "image-feature-extraction"]
 # local paths say nothing to a reader of the card and would make it depend on where it was built

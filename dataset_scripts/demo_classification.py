@@ -47,7 +47,8 @@ def build_demo_classification(demo_dir):
                                  for s in ("validation", "test")}}
     dataset = labelled_dataset(frames, CLASS_NAMES, SINGLE_LABEL, f"demo_classification {BUILDER_VERSION}")
     image_root = load_dataset_meta(demo_dir / "eval")["image_root"]
-    meta = classification_meta("demo", image_root, CLASS_NAMES, SINGLE_LABEL, builder_version=BUILDER_VERSION)
+    meta = classification_meta("demo", image_root, CLASS_NAMES, SINGLE_LABEL, data_terms="synthetic",
+                               builder_version=BUILDER_VERSION)
     return dataset, meta, classification_summary("demo_classification", frames, list(CLASS_NAMES), {})
 
 
@@ -56,7 +57,7 @@ def main(argv=None) -> None:
     parser.add_argument("--demo-dir", default="demo_data", help="output of python -m dataset_scripts.demo")
     parser.add_argument("--output-dir", required=True)
     args = parser.parse_args(argv)
-    save_and_report(build_demo_classification(args.demo_dir), args.output_dir, "demo classification")
+    save_and_report(build_demo_classification(args.demo_dir), args.output_dir, "demo classification", __doc__)
 
 
 if __name__ == "__main__":

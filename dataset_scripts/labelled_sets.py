@@ -56,6 +56,7 @@ def hold_out_patients(patients: pd.Series, fraction: float, seed: int) -> np.nda
 
 
 def classification_meta(kind: str, image_root, class_names, problem_type: str, **extra) -> dict:
+    """`extra` may name the rows' `data_terms` (`dataset_card.DATA_TERMS`); without it the card calls them restricted."""
     return {"kind": "classification", "source_kind": kind, "image_root": str(image_root), "class_names": list(class_names),
             "problem_type": problem_type, **extra}
 

@@ -125,7 +125,7 @@ def main(argv=None) -> None:
     built = build_nih_chestxray14(
         args.root, args.data_entry, args.train_val_list, args.test_list, args.validation_fraction, args.seed, args.check_files
     )
-    save_and_report(built, args.output_dir, "NIH ChestX-ray14")
+    save_and_report(built, args.output_dir, "NIH ChestX-ray14", __doc__)
 
 
 if __name__ == "__main__":

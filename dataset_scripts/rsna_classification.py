@@ -54,7 +54,7 @@ def build_rsna_classification(root, val_list=None, test_list=None, labels=None, 
         frames = {s: drop_missing_files(f, "image_path", root, skipped, f"{s}_missing_image_file") for s, f in frames.items()}
     dataset = labelled_dataset(frames, CLASS_NAMES, SINGLE_LABEL, f"rsna_classification {BUILDER_VERSION}")
     meta = classification_meta(
-        "rsna", root.absolute(), CLASS_NAMES, SINGLE_LABEL, builder_version=BUILDER_VERSION,
+        "rsna", root.absolute(), CLASS_NAMES, SINGLE_LABEL, data_terms="rsna", builder_version=BUILDER_VERSION,
         sources={"labels": str(labels_path.absolute()), **{s: str(p.absolute()) for s, p in list_paths.items()}},
     )
     summary = classification_summary("rsna_classification", frames, CLASS_NAMES, skipped,
@@ -70,7 +70,7 @@ def main(argv=None) -> None:
     parser.add_argument("--labels", help=f"Kaggle labels; default: ROOT/{LABELS_FILE}[.zip]")
     args = parser.parse_args(argv)
     built = build_rsna_classification(args.root, args.val_list, args.test_list, args.labels, args.check_files)
-    save_and_report(built, args.output_dir, "RSNA Pneumonia classification")
+    save_and_report(built, args.output_dir, "RSNA Pneumonia classification", __doc__)
 
 
 if __name__ == "__main__":
