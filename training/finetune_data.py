@@ -87,6 +87,8 @@ class ImageLabelCollator:
     def __init__(self, image_processor, image_root: Path, label_column: str, problem_type: str):
         self.image_processor, self.image_root = image_processor, Path(image_root)
         self.label_column, self.problem_type = label_column, problem_type
+        # the folder's DICOM reading rule (docs/processing.md), as the processor itself would apply it
+        self.dicom_lut = bool(getattr(image_processor, "dicom_lut", False))
         self.skipped = 0
 
     def __call__(self, rows: list[dict]) -> dict:
@@ -96,7 +98,7 @@ class ImageLabelCollator:
         for row in rows:
             path = self.image_root / row["image_path"]
             try:
-                images.append(load_radiograph(path))
+                images.append(load_radiograph(path, dicom_lut=self.dicom_lut))
             except RadiographLoadError as error:
                 self.skipped += 1
                 logger.warning("skipped unreadable image (%d so far in this process): %s", self.skipped, error)
