@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from training_setup import write_tiny_configs
+from tests.training_setup import write_tiny_configs
 
 from training.arguments import parse_arguments
 from training.model_setup import build_model_and_processor, mimetic_attention_init_
