@@ -1,6 +1,5 @@
 """train.py end to end on the tiny setup: it learns, saves a loadable model, resumes exactly after SIGKILL (also in the
-middle of a checkpoint write), counts its steps right when the epoch is no whole number of accumulation groups, runs on
-two gloo processes with the gradients of one process, pushes to a (fake) Hub, and stops on a high skip rate."""
+middle of a checkpoint write), runs on two gloo processes, pushes to a (fake) Hub, and stops on a high skip rate."""
 
 import json
 import os
@@ -15,10 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.state import AcceleratorState
-from safetensors.torch import load_file
 
 import training.loop as loop
-from devtools.processes import run_accelerate_on_cpu, run_command
+from devtools.processes import run_accelerate_on_cpu
 from modeling_alta import AltaForPreTraining, AltaModel
 from processing import load_processor
 from tests.training_setup import assert_bitwise_equal, final_weights, run_train_py, tiny_train_arguments
@@ -174,23 +172,6 @@ def test_cached_accumulation_trains_like_one_large_batch(tiny_demo, tmp_path):
 
 def _launch_two_processes(script_and_arguments: list[str]) -> subprocess.CompletedProcess:
     return run_accelerate_on_cpu(script_and_arguments, processes=2, threads=1, timeout=600, cwd=REPO_ROOT)
-
-
-def test_two_processes_give_the_loss_and_gradients_of_one_process_with_the_whole_batch(tiny_demo, tmp_path):
-    script = ["-m", "tests.distributed_step"]
-    single, double = tmp_path / "one", tmp_path / "two"
-    for out in (single, double):
-        out.mkdir()
-    one = run_command([sys.executable, *script, str(tiny_demo), str(tmp_path / "configs"), str(single), "8"],
-                      cwd=REPO_ROOT, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = _launch_two_processes([*script, str(tiny_demo), str(tmp_path / "configs"), str(double), "8"])
-    assert two.returncode == 0, two.stderr[-3000:]
-    expected, actual = load_file(str(single / "step.safetensors")), load_file(str(double / "step.safetensors"))
-    assert expected.keys() == actual.keys()
-    assert sum(name.startswith("grad/") for name in expected) > 50
-    for name in expected:
-        torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
 @pytest.mark.slow

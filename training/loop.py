@@ -123,7 +123,8 @@ def start_run(argv: list[str] | None) -> Run:
     accelerator.print(model.trainable_parameters_report())
     train_set = StudyDataset(rows, processor, image_root, training_args.seed)
     sampler, loader = build_train_loader(train_set, data_args, training_args)
-    optimizer = build_optimizer(model, scaled_learning_rate(training_args, accelerator.num_processes), training_args)
+    learning_rate = scaled_learning_rate(training_args, accelerator.num_processes)
+    optimizer = build_optimizer(model, learning_rate, training_args)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     per_epoch = updates_per_epoch(len(loader), training_args.gradient_accumulation_steps)
     if per_epoch == 0:
@@ -141,7 +142,7 @@ def start_run(argv: list[str] | None) -> Run:
               arguments=arguments_to_dict(model_args, data_args, training_args))
     accelerator.init_trackers("alta", config=tracker_config(run.arguments))
     logger.info(f"{len(rows)} studies, {per_epoch} updates per epoch, {total_updates} updates, learning rate "
-                f"{optimizer.param_groups[0]['lr']:.3g}, {accelerator.num_processes} process(es), mixed precision "
+                f"{learning_rate:.3g}, {accelerator.num_processes} process(es), mixed precision "
                 f"{accelerator.mixed_precision}", main_process_only=True)
     run.progress = tqdm(total=total_updates, initial=run.state["global_step"], unit="step", desc="training",
                         disable=not accelerator.is_local_main_process)
