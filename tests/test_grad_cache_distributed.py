@@ -5,11 +5,11 @@ and MLM means over all masked patches / labelled tokens), with `no_sync` on all 
 import pytest
 import torch
 import torch.distributed as dist
-from tests.factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
-from devtools.processes import run_ranks
 from torch.nn.parallel import DistributedDataParallel
 
+from devtools.processes import run_ranks
 from modeling_alta import AltaForPreTraining
+from tests.factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
 from training.grad_cache import cached_contrastive_step
 
 WORLD_SIZE, PER_RANK, MICRO = 2, 4, 2

@@ -9,10 +9,10 @@ import textwrap
 from pathlib import Path
 
 import torch
-from tests.factories import perturb_parameters_, tiny_alta_config
 from safetensors.torch import save_file
 
 from modeling_alta import AltaForPreTraining
+from tests.factories import perturb_parameters_, tiny_alta_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
