@@ -17,9 +17,9 @@ from dataset_scripts.dataset_hub import push_dataset_folder
 from dataset_scripts.demo import DemoOptions, build_demo_data
 from dataset_scripts.demo import main as demo_main
 from dataset_scripts.shard_images import shard_images
+from devtools.mimic_fixtures import write_mimic_fixture
 from tests.fake_hub import FakeHub
 from tests.fixtures_eval_sets import write_chexpert_5x200, write_convirt, write_rsna
-from tests.fixtures_mimic import write_mimic_fixture
 
 TINY = DemoOptions(num_train_studies=8, num_validate_studies=2, num_eval_per_class=1, image_size=48, seed=5)
 RESTRICTED = {"mimic_cxr", "mimic_5x200", "chexpert_5x200", "chexpert_8x200", "rsna"}
