@@ -424,6 +424,9 @@ def save_converted(model, tokenizer, output_dir) -> None:
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    positions = model.config.text_config.max_position_embeddings
+    if tokenizer.model_max_length > positions:  # longer prompts would index past the text tower's position table
+        tokenizer.model_max_length = positions
     try:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)

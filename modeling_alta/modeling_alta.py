@@ -24,6 +24,7 @@ from .adapters_alta import ADAPTER_NAME, tower_adapter_config
 from .configuration_alta import AltaConfig
 from .losses_alta import global_contrastive_loss, local_contrastive_loss, masked_lm_loss, reconstruction_loss
 from .pipelines_alta import custom_pipelines_config
+from .weight_files import SafetensorError, corrupt_weights_message
 
 __all__ = [
     "AltaForPreTraining",
@@ -178,6 +179,13 @@ class AltaPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as error:
+            raise OSError(corrupt_weights_message(pretrained_model_name_or_path, error)) from error
 
     def _init_weights(self, module):
         super()._init_weights(module)
