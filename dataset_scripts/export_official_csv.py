@@ -23,7 +23,7 @@ from pathlib import Path
 
 import datasets
 
-from .common import DatasetBuildError, load_dataset_meta
+from .common import DatasetBuildError, load_dataset_meta, reports_build_errors
 
 OFFICIAL_COLUMNS = ("image_path", "auxview_image_path", "last_image_path", "last_auxview_image_path", "report")
 SOURCE_COLUMNS = ("frontal_path", "lateral_path", "prior_frontal_path", "prior_lateral_path")
@@ -74,6 +74,7 @@ def export_official_csv(
     return {"rows": rows, "views_present": present, "all_missing_columns": empty}
 
 
+@reports_build_errors
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dataset_scripts.export_official_csv", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, help="a folder written by dataset_scripts.mimic_cxr")
