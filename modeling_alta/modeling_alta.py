@@ -180,13 +180,6 @@ class AltaPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
 
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        try:
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        except SafetensorError as error:
-            raise OSError(corrupt_weights_message(pretrained_model_name_or_path, error)) from error
-
     def _init_weights(self, module):
         super()._init_weights(module)
         config = self.config
@@ -230,8 +223,11 @@ class AltaPreTrainedModel(PreTrainedModel):
             _initialize_mae_embeddings(module, self.config.vision_config.initializer_range)
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        loaded = super().from_pretrained(*args, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        try:
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as error:  # safetensors names no file
+            raise OSError(corrupt_weights_message(pretrained_model_name_or_path, error)) from error
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         # loading leaves every parameter trainable; the ALTA policy must be set again
         model.apply_trainable_policy()
