@@ -347,12 +347,16 @@ class AltaModel(AltaPreTrainedModel):
         self._set_adapters_enabled(False)
 
     def get_adapter_state_dict(self, adapter_name: str | None = None, state_dict: dict | None = None) -> dict:
-        """The adapter weights of both towers (peft's `get_peft_model_state_dict`), keys prefixed by the tower."""
+        """The adapter weights of both towers (peft's `get_peft_model_state_dict`), keys prefixed by the tower; taken
+        from `state_dict` (a state dict of this model, e.g. a checkpoint's) instead of the model when given."""
         adapter_name = adapter_name or ADAPTER_NAME
+        parts = {prefix: None if state_dict is None else
+                 {key[len(prefix) + 1 :]: value for key, value in state_dict.items() if key.startswith(prefix + ".")}
+                 for prefix in self._towers()}
         return {
             f"{prefix}.{key}": value
             for prefix, tower in self._towers().items()
-            for key, value in get_peft_model_state_dict(tower, adapter_name=adapter_name).items()
+            for key, value in get_peft_model_state_dict(tower, parts[prefix], adapter_name=adapter_name).items()
         }
 
     def set_adapter_state_dict(self, state_dict: dict, adapter_name: str | None = None) -> None:
@@ -522,7 +526,9 @@ class AltaForPreTraining(AltaPreTrainedModel):
         self.alta.disable_adapters()
 
     def get_adapter_state_dict(self, adapter_name: str | None = None, state_dict: dict | None = None) -> dict:
-        return self.alta.get_adapter_state_dict(adapter_name)
+        if state_dict is not None:  # this model's keys start with "alta."
+            state_dict = {key.removeprefix("alta."): value for key, value in state_dict.items()}
+        return self.alta.get_adapter_state_dict(adapter_name, state_dict)
 
     def set_adapter_state_dict(self, state_dict: dict, adapter_name: str | None = None) -> None:
         self.alta.set_adapter_state_dict(state_dict, adapter_name)
@@ -662,12 +668,7 @@ class AltaForPreTraining(AltaPreTrainedModel):
             )
         if with_mlm:
             losses["mlm_loss"] = masked_lm_loss(mlm_logits, mlm_labels)
-        weights = {
-            "global_loss": config.global_loss_weight,
-            "local_loss": config.local_loss_weight,
-            "reconstruction_loss": config.reconstruction_loss_weight,
-            "mlm_loss": config.mlm_loss_weight,
-        }
+        weights = config.loss_weights
         loss = sum(weights[name] * value for name, value in losses.items()) if losses else None
 
         return AltaForPreTrainingOutput(

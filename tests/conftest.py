@@ -57,3 +57,11 @@ def indiana_reports() -> list[str]:
     except TorchXRayVisionUnavailable as error:
         pytest.skip(f"the Indiana University reports are fetched from the package registry at test time: {error}")
     return read_indiana_reports(archive)
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> Path:
+    """Demo data of the tiny training setup (tests/training_setup.py): 48 pre-training studies, built once."""
+    from tests.training_setup import build_tiny_demo
+
+    return build_tiny_demo(tmp_path_factory.mktemp("tiny_demo") / "demo")

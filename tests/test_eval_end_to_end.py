@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from factories import save_tiny_alta_folder
+from tests.factories import save_tiny_alta_folder
 from PIL import Image
 from transformers import AutoModel, AutoProcessor
 

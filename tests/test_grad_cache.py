@@ -3,7 +3,7 @@ one batch of their total size; masking noise and dropout are replayed from the s
 
 import pytest
 import torch
-from factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
+from tests.factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
 
 from modeling_alta import AltaForPreTraining
 from training.grad_cache import cached_contrastive_step

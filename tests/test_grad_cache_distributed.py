@@ -5,8 +5,8 @@ and MLM means over all masked patches / labelled tokens), with `no_sync` on all 
 import pytest
 import torch
 import torch.distributed as dist
-from factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
-from processes import run_ranks
+from tests.factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
+from devtools.processes import run_ranks
 from torch.nn.parallel import DistributedDataParallel
 
 from modeling_alta import AltaForPreTraining

@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
+from tests.factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
 
 from modeling_alta import AltaForPreTraining
 

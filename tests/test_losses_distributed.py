@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from processes import run_ranks
+from devtools.processes import run_ranks
 from torch.nn.parallel import DistributedDataParallel
 
 from modeling_alta.losses_alta import gather_with_grad, global_contrastive_loss, local_contrastive_loss

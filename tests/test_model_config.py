@@ -4,7 +4,7 @@ import math
 from pathlib import Path
 
 import pytest
-from factories import tiny_alta_config
+from tests.factories import tiny_alta_config
 from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, BertConfig, ViTMAEConfig
 

@@ -4,7 +4,7 @@ masking, loss weights, saving/loading with in-memory key names and the Auto clas
 import pytest
 import torch
 import torch.nn.functional as F
-from factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
+from tests.factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
 from safetensors import safe_open
 from transformers import AutoModel, AutoModelForPreTraining
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import torch
-from factories import tiny_alta_config, tiny_pretraining_batch
+from tests.factories import tiny_alta_config, tiny_pretraining_batch
 
 from modeling_alta import AltaForPreTraining
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from factories import tiny_alta_config
+from tests.factories import tiny_alta_config
 from torch import nn
 
 from modeling_alta import AltaConfig, AltaForPreTraining, AltaModel

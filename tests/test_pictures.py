@@ -4,7 +4,7 @@ word <-> region attention maps and their PNGs, MRM reconstruction panels, and th
 import numpy as np
 import pytest
 import torch
-from factories import save_tiny_alta_folder
+from tests.factories import save_tiny_alta_folder
 from PIL import Image
 
 from evaluation.pictures import (

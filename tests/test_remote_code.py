@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import torch
-from factories import perturb_parameters_, tiny_alta_config
+from tests.factories import perturb_parameters_, tiny_alta_config
 from safetensors.torch import save_file
 
 from modeling_alta import AltaForPreTraining
