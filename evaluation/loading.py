@@ -50,12 +50,12 @@ def load_processor(model_dir: Path):
         problem = f"AutoProcessor gave only a {type(processor).__name__}"
     except (OSError, ValueError, TypeError, KeyError) as error:
         problem = f"AutoProcessor failed: {error}"
-    from processing import load_processor as build_processor
-
     logger.warning("%s: %s; building the default processor with processing.load_processor", model_dir, problem)
     try:
+        from processing import load_processor as build_processor
+
         return build_processor(model_dir)
-    except (OSError, ValueError) as error:
+    except (ImportError, OSError, ValueError) as error:
         raise ModelLoadError(f"{model_dir}: no usable processor ({problem}; {error}); save the processor into the "
                              "model folder") from error
 
