@@ -245,7 +245,7 @@ def after_update(run: Run, losses: dict, finite: bool, num_samples: int) -> None
 
 def stop_if_too_many_skipped(run: Run, saved: bool) -> None:
     """The skip limit (`ProblemCounter`'s rule) stops the run only once the current step is in a checkpoint, so the
-    finished updates survive and the run resumes from there once the data is fixed."""
+    finished updates survive and a resumed run (data fixed, or the threshold raised) goes on from there."""
     if not run.problems.exceeded():
         return
     if not saved:
