@@ -13,7 +13,8 @@ model:
   progress bar) on the same batches;
 - loop + loader: the same, each group pulled from the DataLoader (`epoch_groups`), as train.py runs.
 
-Medians over rounds of the mean seconds per step; the ratios are to the bare step of the same round.
+Medians over rounds of the mean wall and CPU seconds per step (CPU: this process's threads, not the loader worker;
+on a shared machine CPU time is the steadier figure); the ratios are to the bare step of the same round.
 """
 
 import argparse
@@ -77,30 +78,35 @@ def measure_policy(policy: str, config: Path, data: Path, work: Path, args) -> d
              "loop + loader": lambda index: from_loader()}
     for kind in kinds.values():  # warm-up
         kind(0)
-    seconds = {kind: [] for kind in KINDS}
+    seconds, cpu_seconds = {kind: [] for kind in KINDS}, {kind: [] for kind in KINDS}
     for _ in range(args.rounds):
         for kind, step in kinds.items():
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             for index in range(args.steps):
                 step(index)
             seconds[kind].append((time.perf_counter() - start) / args.steps)
+            cpu_seconds[kind].append((time.process_time() - cpu_start) / args.steps)
     trainable, total = run.model.trainable_parameter_counts()
     run.progress.close()
     run.accelerator.end_training()
-    medians = {kind: statistics.median(values) for kind, values in seconds.items()}
-    return {"policy": policy, "trainable_parameters": trainable, "parameters": total, "seconds_per_step": medians,
-            "ratios": {kind: statistics.median(value / bare for value, bare in zip(seconds[kind], seconds["bare"]))
-                       for kind in KINDS}}
+    def summary(values: dict) -> dict:
+        return {"per_step": {kind: statistics.median(series) for kind, series in values.items()},
+                "ratios": {kind: statistics.median(value / bare for value, bare in zip(values[kind], values["bare"]))
+                           for kind in KINDS}}
+
+    return {"policy": policy, "trainable_parameters": trainable, "parameters": total, "wall": summary(seconds),
+            "cpu": summary(cpu_seconds)}
 
 
 def markdown(results: list[dict], batch: int) -> str:
-    lines = [f"| policy (trainable / all parameters) | {' | '.join(f'{kind}, s/step' for kind in KINDS)} | "
-             "loop / bare | loop + loader / bare |", "|---|" + "---:|" * (len(KINDS) + 2)]
+    lines = [f"| policy (trainable / all parameters) | seconds | {' | '.join(f'{kind}, s/step' for kind in KINDS)} | "
+             "loop / bare | loop + loader / bare |", "|---|---|" + "---:|" * (len(KINDS) + 2)]
     for result in results:
-        seconds, ratios = result["seconds_per_step"], result["ratios"]
-        lines.append(f"| {result['policy']} ({result['trainable_parameters']:,} / {result['parameters']:,}) | "
-                     + " | ".join(f"{seconds[kind]:.3f}" for kind in KINDS)
-                     + f" | {ratios['loop']:.2f}x | {ratios['loop + loader']:.2f}x |")
+        for clock in ("wall", "cpu"):
+            seconds, ratios = result[clock]["per_step"], result[clock]["ratios"]
+            lines.append(f"| {result['policy']} ({result['trainable_parameters']:,} / {result['parameters']:,}) | "
+                         f"{clock} | " + " | ".join(f"{seconds[kind]:.3f}" for kind in KINDS)
+                         + f" | {ratios['loop']:.2f}x | {ratios['loop + loader']:.2f}x |")
     return "\n".join(lines) + f"\n\nconfigs/demo.yaml, batch {batch}, one process"
 
 

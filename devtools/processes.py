@@ -4,6 +4,7 @@ A hung rank must fail its test, not the whole run: non-daemonic children that ne
 interpreter exit, and grandchildren of a launcher keep its output pipes open after the launcher itself is killed.
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -12,6 +13,8 @@ import sys
 import tempfile
 import time
 
+import torch
+import torch.distributed as dist
 import torch.multiprocessing as mp
 
 
@@ -32,6 +35,18 @@ def run_ranks(worker, args: tuple, world_size: int, timeout: float) -> None:
             if process.is_alive():
                 process.kill()
             process.join()
+
+
+@contextlib.contextmanager
+def gloo_process_group(rank: int, init_file: str, world_size: int):
+    """The process group of one rank started by `run_ranks`: gloo through a shared file, one torch thread (the ranks
+    share the cores), destroyed on the way out."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 def run_commands(commands: list[list[str]], *, timeout: float, **popen_kwargs) -> list[subprocess.CompletedProcess]:

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertTokenizer
 
-from .configuration_alta import AltaConfig
+from .configuration_alta import ALTA_VISION_DEFAULTS, AltaConfig
 from .modeling_alta import AltaForPreTraining
 
 __all__ = [
@@ -42,6 +42,8 @@ __all__ = [
 
 # The official training length of reports (tokenizer setting written next to the converted model).
 OFFICIAL_MAX_LENGTH = 128
+# the image tower's and decoder's LayerNorm eps of the configuration defaults (the official 1e-6)
+LAYER_NORM_EPS = ALTA_VISION_DEFAULTS["layer_norm_eps"]
 # Attention head widths of the official model (ViT-B: 768 / 12 heads; MRM decoder: 768 / 6 heads): the tensors do not
 # tell the head count, these give the defaults.
 OFFICIAL_ENCODER_HEAD_WIDTH = 64
@@ -279,7 +281,7 @@ def infer_vision_config(
     state_dict: dict,
     vision_num_attention_heads: int | None = None,
     decoder_num_attention_heads: int | None = None,
-    layer_norm_eps: float = 1e-6,
+    layer_norm_eps: float = LAYER_NORM_EPS,
     mask_ratio: float = 0.75,
     norm_pix_loss: bool = True,
     what: str = "official ALTA",
@@ -325,7 +327,7 @@ def infer_alta_config(
     text_config: BertConfig,
     vision_num_attention_heads: int | None = None,
     decoder_num_attention_heads: int | None = None,
-    layer_norm_eps: float = 1e-6,
+    layer_norm_eps: float = LAYER_NORM_EPS,
     mask_ratio: float = 0.75,
     norm_pix_loss: bool = True,
 ) -> AltaConfig:
@@ -374,7 +376,7 @@ def convert_checkpoint(
     *,
     vision_num_attention_heads: int | None = None,
     decoder_num_attention_heads: int | None = None,
-    layer_norm_eps: float = 1e-6,
+    layer_norm_eps: float = LAYER_NORM_EPS,
     max_length: int = OFFICIAL_MAX_LENGTH,
 ) -> AltaForPreTraining:
     """Convert `checkpoint` (ALTA.pth) with the text geometry and vocabulary of `text_model_dir`; if `output_dir`
@@ -467,7 +469,7 @@ def main(argv=None) -> int:
                         help=f"default: width / {OFFICIAL_ENCODER_HEAD_WIDTH}")
     parser.add_argument("--decoder-num-attention-heads", type=int, default=None,
                         help=f"default: width / {OFFICIAL_DECODER_HEAD_WIDTH}")
-    parser.add_argument("--layer-norm-eps", type=float, default=1e-6, help="image tower and decoder LayerNorm eps")
+    parser.add_argument("--layer-norm-eps", type=float, default=LAYER_NORM_EPS, help="image tower and decoder LayerNorm eps")
     parser.add_argument("--max-length", type=int, default=OFFICIAL_MAX_LENGTH, help="tokenizer model_max_length")
     args = parser.parse_args(argv)
     try:

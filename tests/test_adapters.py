@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.factories import tiny_alta_config
 from peft import PeftModel, get_peft_model
 from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 from peft.tuners.tuners_utils import BaseTunerLayer
@@ -18,6 +17,7 @@ from transformers import BertModel, ViTMAEModel
 
 from modeling_alta import AltaForPreTraining, AltaModel, BottleneckAdapterConfig
 from modeling_alta.adapters_alta import ALTA_BOTTLENECK_PEFT_TYPE, BottleneckAdapterModel
+from tests.factories import tiny_alta_config
 
 
 @pytest.fixture(scope="module")

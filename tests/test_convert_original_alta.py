@@ -23,19 +23,10 @@ from modeling_alta.convert_original_alta import (
     map_original_key,
 )
 from modeling_alta.losses_alta import reconstruction_loss
+from tests.golden import assert_golden
 
 TEXT_DIR = "BiomedVLP-CXR-BERT-specialized"
 HEADS = {"vision_num_attention_heads": 4, "decoder_num_attention_heads": 3}
-
-
-def assert_golden(ours, golden, name):
-    ours = ours.detach().to(golden.dtype)
-    assert ours.shape == golden.shape, f"{name}: shape {list(ours.shape)} != golden {list(golden.shape)}"
-    if not golden.is_floating_point():
-        assert torch.equal(ours, golden), name
-        return
-    error, atol = (ours - golden).abs().max().item(), 1e-4 * max(1.0, golden.abs().max().item())
-    assert error <= atol, f"{name}: max abs error {error:.3e} exceeds atol {atol:.3e}"
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
-from tests.factories import save_tiny_alta_folder
 from PIL import Image
 from transformers import AutoModel, AutoProcessor
 
 from evaluation import run_task
 from tests import eval_stand_ins as stand_ins
+from tests.factories import save_tiny_alta_folder
 
 TASKS = {
     "chexpert_8x200": (stand_ins.make_chexpert_8x200, {}),

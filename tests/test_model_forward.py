@@ -4,12 +4,12 @@ masking, loss weights, saving/loading with in-memory key names and the Auto clas
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
 from safetensors import safe_open
 from transformers import AutoModel, AutoModelForPreTraining
 
 from modeling_alta import AltaForPreTraining
 from modeling_alta.losses_alta import patchify
+from tests.factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ import json
 
 import pytest
 import torch
-from tests.factories import save_tiny_alta_folder
 from PIL import Image
 from transformers import pipeline
 
 from modeling_alta import AltaForPreTraining
 from processing import load_processor, load_radiograph
+from tests.factories import save_tiny_alta_folder
 
 LABELS = ["pleural effusion", "no acute cardiopulmonary process", "cardiomegaly"]
 PNG = "images/nih_cxr14/00000001_000.png"

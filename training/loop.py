@@ -64,15 +64,14 @@ class Run:
     window: LossWindow = field(default_factory=LossWindow)
     window_start: float = field(default_factory=time.perf_counter)
     progress: tqdm | None = None
-    problems: ProblemCounter | None = None
+    problems: ProblemCounter = field(init=False)
+    validation_metric: str | None = field(init=False)
 
     def __post_init__(self):
         self.problems = ProblemCounter(self.state, self.data_args.max_skipped_fraction)
-
-    @property
-    def validation_metric(self) -> str | None:
+        # checked before the first step, not at the end of the first epoch
         task = self.data_args.validation_task
-        return metric_name(task, self.data_args.validation_metric) if task else None
+        self.validation_metric = metric_name(task, self.data_args.validation_metric) if task else None
 
     @property
     def logit_scale_max(self) -> float:
