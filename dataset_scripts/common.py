@@ -13,12 +13,14 @@ import csv
 import functools
 import gzip
 import hashlib
+import io
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 import warnings
-import sys
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Iterable, Mapping, Sequence
 
@@ -83,11 +85,14 @@ def read_csv_columns(
         if column not in header:
             raise MissingColumnError(path, column, list(header))
     columns = list(required) + [c for c in optional if c in header and c not in required]
+    # pyarrow: the file is decompressed once here, its lines counted, and the bytes parsed from memory
+    raw = None if engine == "c" else _read_bytes(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)
         try:
             # all columns, not `usecols`: with `usecols` pandas silently accepts lines with extra fields
-            frame = pd.read_csv(path, dtype=str, on_bad_lines="warn", engine=engine, **read_csv_kwargs)
+            source = path if raw is None else io.BytesIO(raw)
+            frame = pd.read_csv(source, dtype=str, on_bad_lines="warn", engine=engine, **read_csv_kwargs)
         except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError, ValueError) as error:
             raise DatasetBuildError(f"{path}: not a readable CSV file ({error})") from error
     messages = [str(w.message) for w in caught if issubclass(w.category, pd.errors.ParserWarning)]
@@ -95,8 +100,8 @@ def read_csv_columns(
         skipped = sum(m.count("Skipping line") for m in messages)
         data_lines = len(frame) + skipped
         first_bad = next((line.strip() for m in messages for line in m.splitlines() if "Skipping line" in line), None)
-    else:  # values never span lines: every non-blank line after the header is a row, or was lost
-        data_lines = _count_data_lines(path)
+    else:  # values never span lines: every non-empty line after the header is a row, or was lost
+        data_lines = _count_data_lines(raw)
         skipped = max(0, data_lines - len(frame))
         first_bad = _first_bad_line(path, len(header)) if skipped else None
     if data_lines == 0:
@@ -111,9 +116,21 @@ def _open_text(path: Path, errors: str = "strict"):
     return opener(path, "rt", encoding="utf-8", errors=errors, newline="")
 
 
-def _count_data_lines(path: Path) -> int:
-    with _open_text(path, errors="replace") as handle:
-        return max(0, sum(1 for line in handle if line.strip()) - 1)
+_EMPTY_LINE = re.compile(rb"\n(?=\r?\n)")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as handle:
+            return handle.read()
+    except (OSError, EOFError) as error:
+        raise DatasetBuildError(f"{path}: not a readable CSV file ({error})") from error
+
+
+def _count_data_lines(raw: bytes) -> int:
+    """Non-empty lines after the header (C-speed byte counts: no decoding, no Python loop per line)."""
+    lines = raw.count(b"\n") + (0 if raw.endswith(b"\n") or not raw else 1)
+    return max(0, lines - len(_EMPTY_LINE.findall(raw)) - 1)
 
 
 def _first_bad_line(path: Path, num_fields: int) -> str | None:
