@@ -42,7 +42,7 @@ def main(argv=None) -> None:
     candidates = {
         "ViTMAEModel (plain, mask_ratio 0)": lambda: plain(images).last_hidden_state,
         "ViTMAEModel + ALTA adapters": lambda: adapted(images).last_hidden_state,
-        "AltaModel.get_image_features": lambda: alta.get_image_features(images),
+        "AltaModel.get_image_features": lambda: alta.get_image_features(images).pooler_output,
     }
     times = {name: [] for name in candidates}
     with torch.no_grad():

@@ -36,7 +36,7 @@ from training.model_setup import build_model_and_processor
 
 def image_embeddings(model, batch: dict, path: str) -> torch.Tensor:
     if path == "frontal":
-        return model.alta.get_image_features(batch["pixel_values"][:, 0])
+        return model.alta.get_image_features(batch["pixel_values"][:, 0]).pooler_output
     view_mask = batch["view_mask"].clone()
     if path == "slots-frontal":
         view_mask[:, 1:] = 0
@@ -80,7 +80,8 @@ def main(argv=None) -> None:
     while step < args.steps:
         for batch in loader:
             images = F.normalize(image_embeddings(model, batch, args.path), dim=-1)
-            texts = F.normalize(model.alta.get_text_features(batch["input_ids"], batch["attention_mask"]), dim=-1)
+            texts = model.alta.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output
+            texts = F.normalize(texts, dim=-1)
             loss = global_contrastive_loss(images, texts, model.alta.logit_scale.exp())
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)

@@ -20,6 +20,7 @@ import pandas as pd
 
 from processing import STUDY_VIEWS
 
+from . import mimic_tables
 from .common import builder_argument_parser, content_fingerprint, frame_to_dataset, reports_build_errors, save_and_report
 from .mimic_reports import MimicReports, extract_report_texts
 from .mimic_tables import SPLITS, assign_priors, load_images, select_study_views
@@ -120,7 +121,7 @@ def main(argv=None) -> None:
                              "full: the whole report on one line")
     args = parser.parse_args(argv)
     built = build_mimic_cxr(args.root, args.reports, args.report_sections, args.check_files)
-    save_and_report(built, args.output_dir, "MIMIC-CXR pre-training set")
+    save_and_report(built, args.output_dir, "MIMIC-CXR pre-training set", f"{__doc__}\n{mimic_tables.__doc__}")
 
 
 __all__ = ["PRETRAINING_FEATURES", "build_mimic_cxr", "main"]

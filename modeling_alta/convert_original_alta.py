@@ -380,7 +380,8 @@ def convert_checkpoint(
     max_length: int = OFFICIAL_MAX_LENGTH,
 ) -> AltaForPreTraining:
     """Convert `checkpoint` (ALTA.pth) with the text geometry and vocabulary of `text_model_dir`; if `output_dir`
-    is given, write the model (safetensors, in-memory key names, `auto_map`) and the tokenizer there."""
+    is given, write the model (safetensors, in-memory key names, `auto_map`) and its processor (image processor and
+    tokenizer) there."""
     state_dict, args = load_original_checkpoint(checkpoint)
     text_config, raw_text_config = read_text_config(text_model_dir)
     config = infer_alta_config(
@@ -428,8 +429,15 @@ def convert_checkpoint(
 
 
 def save_converted(model, tokenizer, output_dir) -> None:
-    """`save_pretrained` of the model and the tokenizer into `output_dir`, staged beside it so that an interrupted
-    conversion leaves no half-written folder."""
+    """`save_pretrained` of the model and its processor (the default ALTA image processor with `tokenizer`,
+    reports padded to the tokenizer's `model_max_length`) into `output_dir`, so that `AutoProcessor` and
+    `transformers.pipeline` work on the folder at once. The folder is staged beside `output_dir` so that an
+    interrupted conversion leaves no half-written folder."""
+    # The converters are command-line tools, not remote code (no file copied into a model folder imports them), so
+    # they may use the processing package; importing it here keeps `import modeling_alta` free of it.
+    from processing import AltaImageProcessor, AltaProcessor
+
+    processor = AltaProcessor(AltaImageProcessor(), tokenizer, max_length=tokenizer.model_max_length)
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
@@ -438,7 +446,7 @@ def save_converted(model, tokenizer, output_dir) -> None:
         tokenizer.model_max_length = positions
     try:
         model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        processor.save_pretrained(staging)
         output_dir.mkdir(exist_ok=True)
         for path in staging.iterdir():
             os.replace(path, output_dir / path.name)

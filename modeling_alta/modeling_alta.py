@@ -18,7 +18,8 @@ from transformers import initialization as init
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.bert.modeling_bert import BertOnlyMLMHead
 from transformers.models.vit_mae.modeling_vit_mae import ViTMAEDecoder, build_2d_sinusoidal_position_embedding
-from transformers.utils import ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.utils import ModelOutput, can_return_tuple
 
 from .adapters_alta import ADAPTER_NAME, tower_adapter_config
 from .configuration_alta import AltaConfig
@@ -404,9 +405,15 @@ class AltaModel(AltaPreTrainedModel):
         tokens = torch.cat([cls, patches], dim=1) + self.slot_embeddings(1)[0]
         return self.vision_encoder(tokens)
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Projected, unnormalised image features `(B, projection_dim)` of current frontal images `(B, C, H, W)`."""
-        return self.visual_projection(self.vision_hidden_states(pixel_values)[:, 0])
+    @can_return_tuple
+    def get_image_features(self, pixel_values: torch.Tensor) -> BaseModelOutputWithPooling:
+        """
+        Image features of current frontal images `(B, C, H, W)`, as transformers 5's `CLIPModel` returns them:
+        `pooler_output` holds the projected, unnormalised [CLS] features `(B, projection_dim)`, `last_hidden_state`
+        the image tower output `(B, 1 + N, hidden)`. `return_dict=False` gives the tuple.
+        """
+        hidden = self.vision_hidden_states(pixel_values)
+        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=self.visual_projection(hidden[:, 0]))
 
     def get_image_local_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Local (region) features `(B, N, projection_dim)` of all patches of unmasked images `(B, C, H, W)`."""
@@ -430,9 +437,17 @@ class AltaModel(AltaPreTrainedModel):
         )
         return self.text_model.encoder(hidden_states, attention_mask=mask).last_hidden_state
 
-    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Projected, unnormalised [CLS] features `(B, projection_dim)` of token ids `(B, L)`."""
-        return self.text_projection(self.text_hidden_states(input_ids, attention_mask)[:, 0])
+    @can_return_tuple
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> BaseModelOutputWithPooling:
+        """
+        Text features of token ids `(B, L)`, as transformers 5's `CLIPModel` returns them: `pooler_output` holds the
+        projected, unnormalised [CLS] features `(B, projection_dim)`, `last_hidden_state` the text tower output
+        `(B, L, hidden)`. `return_dict=False` gives the tuple.
+        """
+        hidden = self.text_hidden_states(input_ids, attention_mask)
+        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=self.text_projection(hidden[:, 0]))
 
     def get_text_local_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
         """Local (word) features `(B, L - 1, projection_dim)` of the tokens after [CLS] (padding included)."""
@@ -447,8 +462,8 @@ class AltaModel(AltaPreTrainedModel):
     ) -> AltaOutput:
         if input_ids is None or pixel_values is None:
             raise ValueError("AltaModel.forward needs both input_ids and pixel_values")
-        image_embeds = F.normalize(self.get_image_features(pixel_values), dim=-1)
-        text_embeds = F.normalize(self.get_text_features(input_ids, attention_mask), dim=-1)
+        image_embeds = F.normalize(self.get_image_features(pixel_values).pooler_output, dim=-1)
+        text_embeds = F.normalize(self.get_text_features(input_ids, attention_mask).pooler_output, dim=-1)
         logit_scale = self.logit_scale.exp()
         logits_per_text = logit_scale * text_embeds @ image_embeds.t()
         loss = None

@@ -41,6 +41,7 @@ class AltaImageProcessorKwargs(ImagesKwargs, total=False):
     reconstruction_size: int
     reconstruction_crop_size: int
     draft_decoding: bool
+    dicom_lut: bool
     augment_degrees: float
     augment_translate: float
     augment_scale_min: float
@@ -82,6 +83,9 @@ class AltaImageProcessor(PilBackend):
         reconstruction_crop_size (`int`, *optional*, defaults to 448): the reconstruction target's side.
         draft_decoding (`bool`, *optional*, defaults to `True`): decode JPEG files at a reduced DCT scale when the
             file is much larger than needed.
+        dicom_lut (`bool`, *optional*, defaults to `False`): apply the DICOM modality and VOI LUT (window) when reading
+            DICOM files (see [`load_radiograph`]); by default the stored values are scaled by their maximum, as ALTA's
+            evaluation does.
         augment_* : ranges of the training augmentation (official recipe by default).
     """
 
@@ -101,6 +105,7 @@ class AltaImageProcessor(PilBackend):
     reconstruction_size = 512
     reconstruction_crop_size = 448
     draft_decoding = True
+    dicom_lut = False
     # the official ranges, as AugmentationSettings defines them
     augment_degrees = AugmentationSettings.degrees
     augment_translate = AugmentationSettings.translate
@@ -143,7 +148,9 @@ class AltaImageProcessor(PilBackend):
         )
 
     def _load(self, source, shorter_side: int) -> Image.Image:
-        return load_radiograph(source, min_size=shorter_side if self.draft_decoding else None)
+        return load_radiograph(
+            source, min_size=shorter_side if self.draft_decoding else None, dicom_lut=self.dicom_lut
+        )
 
     def _to_tensor(self, image: Image.Image) -> torch.Tensor:
         """8-bit gray -> normalised float tensor `(3, H, W)` (channels as ALTA's 3-channel input)."""

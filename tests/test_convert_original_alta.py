@@ -166,11 +166,11 @@ def test_inference_features_match(converted, golden):
     inputs, outputs = golden["inputs"], golden["outputs"]
     alta = converted.alta
     with torch.no_grad():
-        image = alta.get_image_features(inputs["single_img"])
-        text = alta.get_text_features(inputs["single_txt_input_ids"], inputs["single_txt_attention_mask"])
+        image = alta.get_image_features(inputs["single_img"]).pooler_output
+        text = alta.get_text_features(inputs["single_txt_input_ids"], inputs["single_txt_attention_mask"]).pooler_output
         classes = alta.get_text_features(
             inputs["class_txt_input_ids"].flatten(0, 1), inputs["class_txt_attention_mask"].flatten(0, 1)
-        ).unflatten(0, inputs["class_txt_input_ids"].shape[:2])
+        ).pooler_output.unflatten(0, inputs["class_txt_input_ids"].shape[:2])
     assert_golden(F.normalize(image, dim=-1), outputs["img_feature"], "img_feature")
     assert_golden(F.normalize(text, dim=-1), outputs["txt_feature_single"], "txt_feature_single")
     assert_golden(classes, outputs["txt_feature_classes"], "txt_feature_classes")
@@ -202,7 +202,7 @@ def test_cli_writes_a_folder_both_auto_classes_load(tmp_path, golden_dir, golden
     model = AutoModel.from_pretrained(out)
     assert type(model).__name__ == "AltaModel"
     with torch.no_grad():
-        image = F.normalize(model.get_image_features(golden["inputs"]["single_img"]), dim=-1)
+        image = F.normalize(model.get_image_features(golden["inputs"]["single_img"]).pooler_output, dim=-1)
     assert_golden(image, golden["outputs"]["img_feature"], "img_feature (AutoModel)")
 
     tokenizer = BertTokenizer.from_pretrained(out)

@@ -33,9 +33,9 @@ _CHILD = textwrap.dedent(
     model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
     pretraining = AutoModelForPreTraining.from_pretrained(folder, trust_remote_code=True).eval()
     with torch.no_grad():
-        image = model.get_image_features(inputs["pixel_values"])
-        text = model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
-        image_pretraining = pretraining.alta.get_image_features(inputs["pixel_values"])
+        image = model.get_image_features(inputs["pixel_values"]).pooler_output
+        text = model.get_text_features(inputs["input_ids"], inputs["attention_mask"]).pooler_output
+        image_pretraining = pretraining.alta.get_image_features(inputs["pixel_values"]).pooler_output
     expected = load_file(folder + "/../expected.safetensors")
     print(json.dumps({
         "config": type(config).__module__,
@@ -76,8 +76,8 @@ def test_saved_folder_loads_as_remote_code_in_a_fresh_process(tmp_path):
     }
     with torch.no_grad():
         expected = {
-            "image": model.alta.get_image_features(inputs["pixel_values"]),
-            "text": model.alta.get_text_features(inputs["input_ids"], inputs["attention_mask"]),
+            "image": model.alta.get_image_features(inputs["pixel_values"]).pooler_output,
+            "text": model.alta.get_text_features(inputs["input_ids"], inputs["attention_mask"]).pooler_output,
         }
     save_file(inputs, elsewhere / "inputs.safetensors")
     save_file(expected, elsewhere / "expected.safetensors")

@@ -153,16 +153,16 @@ def test_sigkill_while_a_checkpoint_is_written_leaves_the_previous_one_usable(ti
 def test_cached_accumulation_trains_like_one_large_batch(tiny_demo, tmp_path):
     """2 cached micro-batches of 4 per step = plain batches of 8: same samples, same masking noise (drawn in the same
     order from the same RNG), the contrastive losses over all 8."""
-    def final_weights(name, **overrides):
+    def trained_weights(name, **overrides):
         arguments = tiny_train_arguments(tiny_demo, tmp_path / "configs", tmp_path / name, max_train_steps=3,
                                          **overrides)
         AcceleratorState._reset_state(reset_partial_state=True)
         return final_weights(loop.main(arguments).parent)
 
-    plain = final_weights("plain", per_device_train_batch_size=8)
-    cached = final_weights("cached", per_device_train_batch_size=4, gradient_accumulation_steps=2,
-                           cached_contrastive_accumulation=True)
-    accumulated = final_weights("accumulated", per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    plain = trained_weights("plain", per_device_train_batch_size=8)
+    cached = trained_weights("cached", per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                             cached_contrastive_accumulation=True)
+    accumulated = trained_weights("accumulated", per_device_train_batch_size=4, gradient_accumulation_steps=2)
     assert plain.keys() == cached.keys()
     for name in plain:
         torch.testing.assert_close(cached[name], plain[name], rtol=1e-4, atol=2e-5, msg=name)
