@@ -44,9 +44,9 @@ def test_oversized_jpeg_is_decoded_at_the_dct_scale_that_fits(tmp_path, bomb_lim
         Image.open(path)
     image = load_radiograph(path)
     assert image.size == (48, 32) and 48 * 32 <= bomb_limit  # 1/2 scale: the first that fits
-    reference = JpegImagePlugin.JpegImageFile(path)  # Pillow's own half-scale decode, without its check
-    reference.draft("L", (48, 32))
-    np.testing.assert_array_equal(np.asarray(image), np.asarray(reference.convert("L")))
+    with JpegImagePlugin.JpegImageFile(path) as reference:  # Pillow's own half-scale decode, without its check
+        reference.draft("L", (48, 32))
+        np.testing.assert_array_equal(np.asarray(image), np.asarray(reference.convert("L")))
     assert load_radiograph(path, min_size=16).size == (24, 16)  # the caller's smaller request still wins
 
 
