@@ -18,6 +18,7 @@ import torch
 from evaluation.cache import fingerprint_model_dir
 from evaluation.data import EvaluationDataError
 from evaluation.loading import ModelLoadError, load_model_and_processor
+from evaluation.output_folder import OutputFolderError, ensure_writable_directory
 from evaluation.plots import plot_loss_curves
 from evaluation.report import format_table
 from evaluation.tasks import TASKS, run_task
@@ -62,9 +63,12 @@ def main(argv=None) -> dict:
     output_dir = Path(args.output_dir)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
+        ensure_writable_directory(output_dir)
+        cache_dir = None if args.no_cache else Path(args.cache_dir or output_dir / "embedding_cache")
+        if cache_dir is not None:
+            ensure_writable_directory(cache_dir, "embedding cache folder")
         dtype = DTYPES[args.dtype]
         model, processor, model_dir = load_model_and_processor(args.model, revision=args.revision, dtype=dtype)
-        cache_dir = None if args.no_cache else Path(args.cache_dir or output_dir / "embedding_cache")
         result = run_task(
             args.task, model, processor, args.data,
             split=args.split, image_root=args.image_root, output_dir=output_dir, batch_size=args.batch_size,
@@ -72,7 +76,7 @@ def main(argv=None) -> dict:
             model_fingerprint=fingerprint_model_dir(model_dir) if cache_dir else None,
             draft_decode=args.draft_decode, progress=not args.quiet, model_name=args.model,
         )
-    except (ModelLoadError, EvaluationDataError) as error:
+    except (ModelLoadError, EvaluationDataError, OutputFolderError) as error:
         sys.exit(f"eval.py: error: {error}")
     print(format_table(result))
     if args.training_logs:

@@ -21,6 +21,7 @@ import pandas as pd
 
 from .class_prompts import CHEXPERT_COMPETITION_CLASSES, chexpert_class_prompts
 from .common import (
+    drop_unusable_image_paths,
     builder_argument_parser,
     content_fingerprint,
     drop_missing_files,
@@ -28,6 +29,7 @@ from .common import (
     read_csv_columns,
     require_directory,
     save_and_report,
+    reports_build_errors,
 )
 
 BUILDER_VERSION = "1.0.0"
@@ -62,6 +64,7 @@ def build_chexpert_5x200(
         "label": labels,
         "report": frame[IMPRESSION_COLUMN].fillna(""),
     })[labels >= 0]
+    frame = drop_unusable_image_paths(frame, "image_path", skipped)
     if check_files:
         frame = drop_missing_files(frame, "image_path", root, skipped)
 
@@ -91,6 +94,7 @@ def build_chexpert_5x200(
     return dataset, meta, summary
 
 
+@reports_build_errors
 def main(argv=None) -> None:
     parser = builder_argument_parser("chexpert_5x200", __doc__, "drop (and count) rows whose image file is missing")
     parser.add_argument("--csv", required=True, help="chexpert_5x200.csv (GLoRIA/ALTA format, 1,000 rows)")

@@ -21,6 +21,7 @@ import pandas as pd
 
 from .chexpert_5x200 import single_positive_labels
 from .common import (
+    drop_unusable_image_paths,
     builder_argument_parser,
     content_fingerprint,
     drop_missing_files,
@@ -28,6 +29,7 @@ from .common import (
     read_csv_columns,
     require_directory,
     save_and_report,
+    reports_build_errors,
 )
 
 BUILDER_VERSION = "1.0.0"
@@ -53,7 +55,8 @@ def _candidates(path: Path, skipped: dict) -> pd.DataFrame:
     names = np.array(CHEXPERT_LABEL_COLUMNS + [""])[positive]  # -1 (no single positive) -> ""
     usable = ~uncertain & np.isin(names, CLASS_NAMES)
     skipped["candidates_not_single_positive_of_8"] = int((~usable).sum())
-    return pd.DataFrame({"image_path": frame["Path"].str.strip(), "label": [LABEL.str2int(n) if n in CLASS_NAMES else -1 for n in names]})[usable]
+    frame = pd.DataFrame({"image_path": frame["Path"].str.strip(), "label": [LABEL.str2int(n) if n in CLASS_NAMES else -1 for n in names]})[usable]
+    return drop_unusable_image_paths(frame, "image_path", skipped, "candidates_")
 
 
 def _queries(path: Path, column: str, out_column: str, skipped: dict, prefix: str) -> pd.DataFrame:
@@ -63,7 +66,8 @@ def _queries(path: Path, column: str, out_column: str, skipped: dict, prefix: st
     skipped[f"{prefix}_unknown_class_or_empty"] = int((~usable).sum()) + bad_lines
     frame, names = frame[usable], names[usable]
     values = frame[column].str.strip() if out_column == "image_path" else frame[column]
-    return pd.DataFrame({out_column: values, "label": names.map(LABEL.str2int)})
+    frame = pd.DataFrame({out_column: values, "label": names.map(LABEL.str2int)})
+    return drop_unusable_image_paths(frame, out_column, skipped, f"{prefix}_") if out_column == "image_path" else frame
 
 
 def build_chexpert_8x200(
@@ -105,6 +109,7 @@ def build_chexpert_8x200(
     return dataset, meta, summary
 
 
+@reports_build_errors
 def main(argv=None) -> None:
     parser = builder_argument_parser("chexpert_8x200", __doc__, "drop (and count) rows whose image file is missing")
     parser.add_argument("--convirt-dir", required=True, help="folder with image-retrieval/ and text-retrieval/ from ConVIRT")

@@ -25,7 +25,7 @@ import datasets
 
 from processing import STUDY_VIEWS
 
-from .common import DatasetBuildError, load_dataset_meta
+from .common import DatasetBuildError, load_dataset_meta, reports_build_errors
 
 OFFICIAL_COLUMNS = ("image_path", "auxview_image_path", "last_image_path", "last_auxview_image_path", "report")
 SOURCE_COLUMNS = tuple(f"{view}_path" for view in STUDY_VIEWS)  # in the order of OFFICIAL_COLUMNS' views
@@ -76,6 +76,7 @@ def export_official_csv(
     return {"rows": rows, "views_present": present, "all_missing_columns": empty}
 
 
+@reports_build_errors
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m dataset_scripts.export_official_csv", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, help="a folder written by dataset_scripts.mimic_cxr")

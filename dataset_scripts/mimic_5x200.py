@@ -37,6 +37,7 @@ from .common import (
     parse_int_column,
     read_csv_columns,
     save_and_report,
+    reports_build_errors,
 )
 from .mimic_reports import MimicReports, extract_report_texts
 from .mimic_tables import CHEXPERT_STEM, SPLITS, load_images, select_study_views
@@ -134,6 +135,7 @@ def build_mimic_5x200(
     return dataset, meta, summary
 
 
+@reports_build_errors
 def main(argv=None) -> None:
     parser = builder_argument_parser("mimic_5x200", __doc__, "ignore images whose JPG is missing")
     parser.add_argument("--root", required=True, help="MIMIC-CXR-JPG root (metadata, split and chexpert CSVs)")

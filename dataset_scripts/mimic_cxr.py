@@ -21,7 +21,7 @@ import pandas as pd
 from processing import STUDY_VIEWS
 
 from . import mimic_tables
-from .common import builder_argument_parser, content_fingerprint, frame_to_dataset, save_and_report
+from .common import builder_argument_parser, content_fingerprint, frame_to_dataset, reports_build_errors, save_and_report
 from .mimic_reports import MimicReports, extract_report_texts
 from .mimic_tables import SPLITS, assign_priors, load_images, select_study_views
 from .report_sections import REPORT_SECTION_MODES, report_text
@@ -111,6 +111,7 @@ def build_mimic_cxr(
     return dataset, meta, summary
 
 
+@reports_build_errors
 def main(argv=None) -> None:
     parser = builder_argument_parser("mimic_cxr", __doc__, "verify that every image JPG exists (slow on network mounts)")
     parser.add_argument("--root", required=True, help="MIMIC-CXR-JPG root (metadata and split CSVs, files/)")

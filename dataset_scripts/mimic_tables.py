@@ -75,7 +75,8 @@ def load_images(root: os.PathLike | str, check_files: bool = False) -> tuple[pd.
         "StudyTime": pd.to_numeric(meta["StudyTime"], errors="coerce"),
     })
     well_formed = (
-        images["dicom_id"].fillna("").str.len().gt(0)
+        # a dicom_id becomes a file name: no separators or `..` that would point outside the image root
+        images["dicom_id"].fillna("").str.fullmatch(r"[\w-][\w.-]*")
         & images["subject_id"].notna() & images["study_id"].notna()
         & images["StudyDate"].between(1, 99991231) & _valid_study_time(images["StudyTime"])
     ).to_numpy(dtype=bool)

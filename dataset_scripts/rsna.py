@@ -19,6 +19,7 @@ import datasets
 import pandas as pd
 
 from .common import (
+    drop_unusable_image_paths,
     builder_argument_parser,
     DatasetBuildError,
     content_fingerprint,
@@ -28,6 +29,7 @@ from .common import (
     read_csv_columns,
     require_directory,
     save_and_report,
+    reports_build_errors,
 )
 
 BUILDER_VERSION = "1.0.0"
@@ -39,25 +41,44 @@ LABELS_FILE = "stage_2_train_labels.csv"
 
 
 def read_split_list(path: os.PathLike | str) -> tuple[pd.DataFrame, dict]:
-    """`(frame[image_path, label], counts)` from a `path label` list; bad lines and duplicates are counted and dropped."""
+    """`(frame[image_path, label], counts)` from a UTF-8 `path label` list; bad lines, duplicates and paths that leave
+    the image root are counted and dropped; a list without one usable line is refused."""
     path = Path(path)
     if not path.is_file():
         raise DatasetBuildError(f"{path}: split list not found")
-    rows, counts = [], {"malformed_lines": 0, "duplicate_images": 0}
-    seen = set()
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    rows, counts = [], {"malformed_lines": 0}
+    for number, line in enumerate(_read_lines(path), start=1):
         fields = line.split()
         if not fields:
             continue
         if len(fields) != 2 or fields[1] not in ("0", "1") or not fields[0].lower().endswith(".dcm"):
             counts["malformed_lines"] += 1
             continue
-        if fields[0] in seen:
-            counts["duplicate_images"] += 1
-            continue
-        seen.add(fields[0])
         rows.append((fields[0], int(fields[1])))
-    return pd.DataFrame(rows, columns=["image_path", "label"]), counts
+    if not rows:
+        raise DatasetBuildError(f"{path}: no usable `path label` lines ({counts['malformed_lines']} malformed)")
+    frame = drop_unusable_image_paths(pd.DataFrame(rows, columns=["image_path", "label"]), "image_path", counts)
+    return frame, counts
+
+
+def _read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 list file; another encoding would turn paths into `\ufffd` names that match no file."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise DatasetBuildError(f"{path}: line {line} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+
+
+def _refuse_split_overlap(frames: dict, list_paths: dict) -> None:
+    """An image in both validation and test would leak the threshold chosen on one into the score of the other."""
+    shared = sorted(set(frames["validation"]["image_path"]) & set(frames["test"]["image_path"]))
+    if shared:
+        raise DatasetBuildError(
+            f"{list_paths['validation']} and {list_paths['test']}: {len(shared)} image(s) are in both validation "
+            f"and test, e.g. {shared[0]}; the split lists must be disjoint"
+        )
 
 
 def read_patient_labels(path: os.PathLike | str) -> tuple[pd.Series, int]:
@@ -94,6 +115,7 @@ def build_rsna(
             known = kaggle[0].reindex(patient.to_numpy())
             checks[f"{split}_label_mismatch_with_kaggle_csv"] = int((known.notna().to_numpy() & (known.to_numpy() != frame["label"].to_numpy())).sum())
             checks[f"{split}_not_in_kaggle_csv"] = int(known.isna().sum())
+    _refuse_split_overlap(frames, list_paths)
     if kaggle is not None:
         checks["kaggle_patients"] = len(kaggle[0])
         checks["kaggle_positive_patients"] = int(kaggle[0].sum())
@@ -119,6 +141,7 @@ def build_rsna(
     return dataset, meta, summary
 
 
+@reports_build_errors
 def main(argv=None) -> None:
     parser = builder_argument_parser("rsna", __doc__, "drop (and count) entries whose DICOM file is missing")
     parser.add_argument("--root", required=True, help="RSNA folder with stage_2_train_images/ and stage_2_test_images/")

@@ -105,6 +105,8 @@ def load_eval_data(directory, image_root=None, expected_kind: str | None = None)
         metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise EvaluationDataError(f"{metadata_path}: not valid JSON ({error})") from error
+    except UnicodeDecodeError as error:
+        raise EvaluationDataError(f"{metadata_path}: not UTF-8 text ({error}); save it as UTF-8") from error
     if not isinstance(metadata, dict) or "kind" not in metadata:
         raise EvaluationDataError(f"{metadata_path}: must be a JSON object with a 'kind' field")
     if expected_kind is not None and metadata["kind"] != expected_kind:

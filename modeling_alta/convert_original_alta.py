@@ -217,6 +217,8 @@ def load_original_checkpoint(path) -> tuple[dict, argparse.Namespace | None]:
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"{path}: checkpoint file not found")
+    if path.stat().st_size == 0:
+        raise ConversionError(f"{path}: the checkpoint file is empty (0 bytes); the download or copy did not finish")
     try:
         # the official save_model also pickles `args` (an argparse.Namespace): allow exactly that class
         with torch.serialization.safe_globals([argparse.Namespace]):
@@ -231,7 +233,12 @@ def load_original_checkpoint(path) -> tuple[dict, argparse.Namespace | None]:
             "could run arbitrary code, so do that only for a file from a trusted source"
         ) from error
     except Exception as error:  # noqa: BLE001 - re-raised with the file named
-        raise ConversionError(f"{path}: cannot be read with torch.load(weights_only=True): {error}") from error
+        # torch's own messages for damaged files are often empty (EOFError) or an errno ("Invalid argument")
+        raise ConversionError(
+            f"{path} ({path.stat().st_size:,} bytes): cannot be read with torch.load(weights_only=True) "
+            f"({type(error).__name__}: {error or 'no details'}); the file is truncated, damaged or not a PyTorch "
+            "checkpoint"
+        ) from error
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("model"), dict):
         state_dict, args = checkpoint["model"], checkpoint.get("args")
     elif isinstance(checkpoint, dict) and checkpoint and all(torch.is_tensor(v) for v in checkpoint.values()):
@@ -434,6 +441,9 @@ def save_converted(model, tokenizer, output_dir) -> None:
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    positions = model.config.text_config.max_position_embeddings
+    if tokenizer.model_max_length > positions:  # longer prompts would index past the text tower's position table
+        tokenizer.model_max_length = positions
     try:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)

@@ -25,6 +25,7 @@ from .adapters_alta import ADAPTER_NAME, tower_adapter_config
 from .configuration_alta import AltaConfig
 from .losses_alta import global_contrastive_loss, local_contrastive_loss, masked_lm_loss, reconstruction_loss
 from .pipelines_alta import custom_pipelines_config
+from .weight_files import SafetensorError, corrupt_weights_message
 
 __all__ = [
     "AltaForPreTraining",
@@ -236,8 +237,11 @@ class AltaPreTrainedModel(PreTrainedModel):
             _initialize_mae_embeddings(module, self.config.vision_config.initializer_range)
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        loaded = super().from_pretrained(*args, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        try:
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except SafetensorError as error:  # safetensors names no file
+            raise OSError(corrupt_weights_message(pretrained_model_name_or_path, error)) from error
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         # loading leaves every parameter trainable; the ALTA policy must be set again
         model.apply_trainable_policy()

@@ -10,6 +10,8 @@ open paths with PIL and fail on DICOM), and the features are ALTA's (its project
 The folder needs the processor files next to the model (the converters, `train.py` and the demo write them).
 """
 
+import re
+
 from transformers.pipelines.feature_extraction import FeatureExtractionPipeline
 from transformers.pipelines.image_feature_extraction import ImageFeatureExtractionPipeline
 from transformers.pipelines.zero_shot_image_classification import ZeroShotImageClassificationPipeline
@@ -22,7 +24,23 @@ __all__ = [
 ]
 
 
+# Characters BERT's tokenizer deletes, gluing the words around them into `##` pieces (as processing's report_text).
+_WORD_GLUING = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufffd]")
+
+
+def _separate_words(texts):
+    return _WORD_GLUING.sub(" ", texts) if isinstance(texts, str) else [_WORD_GLUING.sub(" ", text) for text in texts]
+
+
 class _AltaPipelineMixin:
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # truncation stops at the tokenizer's model_max_length, which a folder may set above the text tower's position
+        # table (a crash on any long prompt); the tower is the authority
+        positions = getattr(getattr(self.model.config, "text_config", None), "max_position_embeddings", None)
+        if self.tokenizer is not None and positions and self.tokenizer.model_max_length > positions:
+            self.tokenizer.model_max_length = positions
+
     def check_model_type(self, supported_models) -> None:
         # The stock check logs an error for every model outside transformers' own mappings; ALTA is checked by
         # what the pipelines call instead (duck-typed: the model may be a Hub remote-code copy).
@@ -41,7 +59,7 @@ class AltaZeroShotImageClassificationPipeline(_AltaPipelineMixin, ZeroShotImageC
     def preprocess(self, image, candidate_labels=None, hypothesis_template="{}", timeout=None, tokenizer_kwargs=None):
         inputs = self.image_processor(images=[image], return_tensors="pt").to(self.dtype)
         inputs["candidate_labels"] = candidate_labels
-        sequences = [hypothesis_template.format(label) for label in candidate_labels]
+        sequences = _separate_words([hypothesis_template.format(label) for label in candidate_labels])
         text_kwargs = {"padding": True, "truncation": True, **(tokenizer_kwargs or {}), "return_token_type_ids": False}
         inputs["text_inputs"] = [self.tokenizer(sequences, return_tensors="pt", **text_kwargs)]
         return inputs
@@ -77,7 +95,7 @@ class AltaTextFeatureExtractionPipeline(_AltaPipelineMixin, FeatureExtractionPip
 
     def preprocess(self, inputs, **tokenize_kwargs):
         tokenize_kwargs = {"truncation": True, **tokenize_kwargs, "return_token_type_ids": False}
-        return self.tokenizer(inputs, return_tensors="pt", **tokenize_kwargs)
+        return self.tokenizer(_separate_words(inputs), return_tensors="pt", **tokenize_kwargs)
 
     def _forward(self, model_inputs):
         return self.model.get_text_features(

@@ -2,9 +2,11 @@
 
 from .augmentation_alta import AugmentationDraw, AugmentationSettings, apply_augmentation, draw_augmentation
 from .image_processing_alta import ALTA_IMAGE_MEAN, ALTA_IMAGE_STD, STUDY_VIEWS, AltaImageProcessor
-from .processing_alta import MLM_STRATEGIES, PRETRAINING_KEYS, AltaPreTrainingCollator, AltaProcessor, load_processor
+from .processing_alta import (
+    MLM_STRATEGIES, PRETRAINING_KEYS, AltaPreTrainingCollator, AltaProcessor, cap_text_length, load_processor,
+)
 from .radiograph_io import RadiographLoadError, load_radiograph
-from .report_text import clean_report_gloria, shuffle_sentences, split_sentences
+from .report_text import clean_report_gloria, separate_control_characters, shuffle_sentences, split_sentences
 
 AltaImageProcessor.register_for_auto_class("AutoImageProcessor")
 AltaProcessor.register_for_auto_class("AutoProcessor")
@@ -22,10 +24,12 @@ __all__ = [
     "AugmentationSettings",
     "RadiographLoadError",
     "apply_augmentation",
+    "cap_text_length",
     "clean_report_gloria",
     "draw_augmentation",
     "load_processor",
     "load_radiograph",
+    "separate_control_characters",
     "shuffle_sentences",
     "split_sentences",
 ]

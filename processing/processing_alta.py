@@ -1,5 +1,7 @@
 """ALTA processor: the image processor and a BERT WordPiece tokenizer, for inference (CLIP-like) and training studies."""
 
+import json
+import logging
 import os
 from dataclasses import dataclass
 
@@ -8,9 +10,13 @@ from transformers import BatchEncoding, BertTokenizer, DataCollatorForLanguageMo
 from transformers.processing_utils import ProcessorMixin
 
 from .image_processing_alta import AltaImageProcessor
-from .report_text import shuffle_sentences
+from .report_text import separate_control_characters, shuffle_sentences
 
-__all__ = ["MLM_STRATEGIES", "PRETRAINING_KEYS", "AltaPreTrainingCollator", "AltaProcessor", "load_processor"]
+__all__ = [
+    "MLM_STRATEGIES", "PRETRAINING_KEYS", "AltaPreTrainingCollator", "AltaProcessor", "cap_text_length", "load_processor",
+]
+
+logger = logging.getLogger(__name__)
 
 # What `AltaForPreTraining.forward` takes, and therefore what a training sample holds.
 PRETRAINING_KEYS = (
@@ -59,6 +65,7 @@ class AltaProcessor(ProcessorMixin):
             raise ValueError("AltaProcessor needs `images`, `text` or both")
         encoding = BatchEncoding()
         if text is not None:
+            text = _checked_texts(text)
             # the towers use token type 0 only; leaving the ids out lets `model(**inputs)` work
             kwargs.setdefault("return_token_type_ids", False)
             encoding.update(self.tokenizer(
@@ -87,6 +94,7 @@ class AltaProcessor(ProcessorMixin):
             frontal, lateral, prior_frontal, prior_lateral, generator=generator, augment=augment,
             dropped_views=dropped_views,
         )
+        report = separate_control_characters(report)
         if augment and self.shuffle_sentences:
             report = shuffle_sentences(report, generator)
         encoded = self.tokenizer(
@@ -134,18 +142,67 @@ class AltaProcessor(ProcessorMixin):
         return [image_processor, tokenizer]
 
 
+def _checked_texts(text):
+    """A string or a non-empty list of strings, with word-gluing control characters turned into spaces."""
+    if isinstance(text, str):
+        return separate_control_characters(text)
+    if not isinstance(text, (list, tuple)) or not text:
+        raise ValueError(f"`text` must be a string or a non-empty list of strings, got {text!r}")
+    bad = next((index for index, item in enumerate(text) if not isinstance(item, str)), None)
+    if bad is not None:
+        raise ValueError(f"`text[{bad}]` is a {type(text[bad]).__name__}, not a string")
+    return [separate_control_characters(item) for item in text]
+
+
+def cap_text_length(processor, max_positions: int | None, where: str = "") -> bool:
+    """
+    Never let the tokenizer produce more tokens than the text tower has positions: lowers the processor's
+    `max_length` and the tokenizer's `model_max_length` to `max_positions` (with a warning) when they exceed it.
+    Returns whether anything was lowered.
+    """
+    if not max_positions:
+        return False
+    tokenizer = getattr(processor, "tokenizer", processor)
+    lowered = False
+    if isinstance(getattr(processor, "max_length", None), int) and processor.max_length > max_positions:
+        processor.max_length, lowered = max_positions, True
+    if isinstance(getattr(tokenizer, "model_max_length", None), int) and tokenizer.model_max_length > max_positions:
+        tokenizer.model_max_length, lowered = max_positions, True
+    if lowered:
+        logger.warning("%s: the text tower has %d positions; text length lowered to %d", where or "processor",
+                       max_positions, max_positions)
+    return lowered
+
+
+def _text_positions(model_dir: str) -> int | None:
+    """`text_config.max_position_embeddings` of the folder's `config.json`, if it has one."""
+    path = os.path.join(model_dir, "config.json")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return ((config.get("text_config") or {}) if isinstance(config, dict) else {}).get("max_position_embeddings")
+
+
 def load_processor(model_dir: str | os.PathLike, **kwargs) -> AltaProcessor:
     """
     The processor of a model folder: the saved processor if the folder has one, otherwise (a converted checkpoint
-    holds only tokenizer files) the default image processor with the folder's tokenizer.
+    holds only tokenizer files) the default image processor with the folder's tokenizer. Its text length never
+    exceeds the position table of the folder's text tower (`cap_text_length`).
     """
     model_dir = os.fspath(model_dir)
     if os.path.isfile(os.path.join(model_dir, "processor_config.json")):
-        return AltaProcessor.from_pretrained(model_dir, **kwargs)
-    tokenizer_files = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
-    if not any(os.path.isfile(os.path.join(model_dir, name)) for name in tokenizer_files):
-        raise FileNotFoundError(f"{model_dir}: no processor_config.json and no tokenizer files (vocab.txt/tokenizer.json)")
-    return AltaProcessor(AltaImageProcessor(), BertTokenizer.from_pretrained(model_dir), **kwargs)
+        processor = AltaProcessor.from_pretrained(model_dir, **kwargs)
+    else:
+        tokenizer_files = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
+        if not any(os.path.isfile(os.path.join(model_dir, name)) for name in tokenizer_files):
+            raise FileNotFoundError(
+                f"{model_dir}: no processor_config.json and no tokenizer files (vocab.txt/tokenizer.json)"
+            )
+        processor = AltaProcessor(AltaImageProcessor(), BertTokenizer.from_pretrained(model_dir), **kwargs)
+    cap_text_length(processor, _text_positions(model_dir), model_dir)
+    return processor
 
 
 @dataclass

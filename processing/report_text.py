@@ -4,7 +4,7 @@ import re
 
 import torch
 
-__all__ = ["clean_report_gloria", "shuffle_sentences", "split_sentences"]
+__all__ = ["clean_report_gloria", "separate_control_characters", "shuffle_sentences", "split_sentences"]
 
 # A sentence ends at whitespace that follows "." or "?", unless the period closes an abbreviation such as "e.g."
 # (letter, period, letter, any character) or a title such as "Dr." (capital + lower-case letter): the rule the
@@ -12,6 +12,15 @@ __all__ = ["clean_report_gloria", "shuffle_sentences", "split_sentences"]
 _SENTENCE_END = re.compile(r"(?<=[.?])(?<!\w\.\w.)(?<![A-Z][a-z]\.)\s")
 _NUMBERED_ITEM = re.compile(r"[0-9]+\.")
 _WORD = re.compile(r"\w+")
+# Characters BERT's tokenizer deletes (NUL, other C0/C1 controls, U+FFFD from a bad decode, zero-width space): deleted,
+# they glue the words on either side into one `##` word-piece chain, so they become spaces first. Tab, newline and
+# carriage return are whitespace already; format characters such as the soft hyphen are rightly deleted inside a word.
+_WORD_GLUING = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b\ufffd]")
+
+
+def separate_control_characters(text: str) -> str:
+    """`text` with the characters BERT would delete between words replaced by spaces."""
+    return _WORD_GLUING.sub(" ", text)
 
 
 def split_sentences(text: str) -> list[str]:

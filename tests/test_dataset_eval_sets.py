@@ -48,7 +48,8 @@ def test_chexpert_5x200_rows_meta_and_cli(tmp_path, capsys):
     assert meta["kind"] == "chexpert_5x200" and meta["image_root"] == str(root.absolute())
     assert meta["class_names"] == FIVE and meta["class_prompts"] == chexpert_class_prompts()
     summary = json.loads((out / "build_summary.json").read_text())
-    assert summary["skipped"] == {"malformed_rows": 0, "not_exactly_one_positive": 2}
+    assert summary["skipped"] == {"malformed_rows": 0, "not_exactly_one_positive": 2, "path_outside_image_root": 0,
+                                  "duplicate_images": 0}
     assert summary["per_class"] == dict.fromkeys(FIVE, 3)
     assert summary["checks"]["blocks_in_class_order"] is True
 
@@ -80,7 +81,9 @@ def test_chexpert_8x200_splits_and_labels(tmp_path):
     assert "A communuted finding of edema is present, likely." in dataset["text_queries"]["text"]  # verbatim
     assert summary["skipped"] == {
         "candidates_malformed_rows": 0, "candidates_not_single_positive_of_8": 3,
-        "image_queries_unknown_class_or_empty": 1, "text_queries_unknown_class_or_empty": 0}
+        "image_queries_unknown_class_or_empty": 1, "text_queries_unknown_class_or_empty": 0,
+        "candidates_path_outside_image_root": 0, "candidates_duplicate_images": 0,
+        "image_queries_path_outside_image_root": 0, "image_queries_duplicate_images": 0}
     assert summary["per_class"]["candidates"] == dict.fromkeys(EIGHT, 2)
     assert meta["kind"] == "chexpert_8x200" and meta["class_names"] == EIGHT and "class_prompts" not in meta
 
@@ -97,7 +100,8 @@ def test_rsna_labels_from_lists_and_kaggle_cross_check(tmp_path, capsys):
         assert list(zip(loaded[split]["image_path"], loaded[split]["label"])) == expected[split]
     summary = json.loads((out / "build_summary.json").read_text())
     assert summary["skipped"] == {"validation_malformed_lines": 1, "validation_duplicate_images": 0,
-                                  "test_malformed_lines": 1, "test_duplicate_images": 0}
+                                  "validation_path_outside_image_root": 0, "test_malformed_lines": 1,
+                                  "test_duplicate_images": 0, "test_path_outside_image_root": 0}
     assert summary["checks"] == {
         "validation_label_mismatch_with_kaggle_csv": 1, "validation_not_in_kaggle_csv": 0,
         "test_label_mismatch_with_kaggle_csv": 0, "test_not_in_kaggle_csv": 4,

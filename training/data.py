@@ -53,7 +53,10 @@ def load_pretraining_split(dataset_dir: str, split: str, image_root: str | None 
     meta_file = dataset_dir / "alta_dataset.json"
     if not meta_file.is_file():
         raise FileNotFoundError(f"{dataset_dir}: not a dataset folder made by dataset_scripts (no alta_dataset.json)")
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{meta_file}: not a UTF-8 JSON file ({error})") from error
     if meta.get("kind") != "pretraining":
         raise ValueError(f"{dataset_dir}: kind {meta.get('kind')!r} is not a pre-training dataset")
     dataset = datasets.load_from_disk(str(dataset_dir))

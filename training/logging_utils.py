@@ -1,6 +1,7 @@
 """What the training loop logs: averaged loss components, logit scales, problem counters."""
 
 import torch
+from scipy.stats import beta
 
 __all__ = ["LOSS_NAMES", "LossWindow", "ProblemCounter", "logit_scales", "tracker_config"]
 
@@ -42,8 +43,11 @@ class ProblemCounter:
     (so they survive a resume)."""
 
     KEYS = ("seen_studies", "skipped_studies", "dropped_views", "nonfinite_steps")
-    # the skip rate is judged only once this many studies were seen, so one bad file at the start is no failure
-    MIN_STUDIES_FOR_RATE = 64
+    # The skip limit is judged with a confidence bound, not the running fraction: the run stops when the studies seen
+    # so far prove the skip rate above --max_skipped_fraction, i.e. when the lower end of the one-sided 99.9 %
+    # Clopper-Pearson interval of the rate exceeds it. A dataset whose true rate lies under the limit is then (almost)
+    # never stopped by sampling noise early in a run; one far above it stops after a few dozen studies.
+    CONFIDENCE = 0.999
 
     def __init__(self, state: dict, max_skipped_fraction: float):
         self.state, self.max_skipped_fraction = state, max_skipped_fraction
@@ -60,13 +64,24 @@ class ProblemCounter:
         self.state["skipped_studies"] += int(skipped)
         self.state["dropped_views"] += int(dropped)
 
-    def check(self) -> None:
+    def skip_rate_lower_bound(self) -> float:
+        """The lower end of the one-sided `CONFIDENCE` Clopper-Pearson interval of the skip rate."""
         seen, skipped = self.state["seen_studies"], self.state["skipped_studies"]
-        if seen >= self.MIN_STUDIES_FOR_RATE and skipped > self.max_skipped_fraction * seen:
+        if skipped == 0:
+            return 0.0
+        return float(beta.ppf(1.0 - self.CONFIDENCE, skipped, seen - skipped + 1))
+
+    def exceeded(self) -> bool:
+        return self.skip_rate_lower_bound() > self.max_skipped_fraction
+
+    def check(self) -> None:
+        if self.exceeded():
+            seen, skipped = self.state["seen_studies"], self.state["skipped_studies"]
             raise RuntimeError(
-                f"{skipped} of {seen} studies ({100 * skipped / seen:.1f} %) could not be read, more than "
+                f"{skipped} of {seen} studies ({100 * skipped / seen:.1f} %) could not be read: the skip rate is above "
+                f"{self.skip_rate_lower_bound():.3f} with {self.CONFIDENCE:.1%} confidence, more than "
                 f"--max_skipped_fraction {self.max_skipped_fraction}: see the warnings above for the files; fix the "
-                "data or raise the threshold"
+                "data or raise the threshold (the last checkpoint holds every finished step)"
             )
 
     def log_values(self) -> dict[str, int]:

@@ -24,6 +24,7 @@ from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
+from evaluation.output_folder import ensure_writable_directory
 from modeling_alta.losses_alta import clamp_logit_scales_
 from training.arguments import arguments_to_dict, parse_arguments
 from training.checkpointing import load_checkpoint, remove_incomplete_checkpoints, resolve_checkpoint, save_checkpoint
@@ -103,7 +104,7 @@ def micro_batch_groups(batches, size: int):
 def start_run(argv: list[str] | None) -> Run:
     """Parse the arguments, build the Accelerator, model, data, optimizer and schedule, and resume if asked to."""
     model_args, data_args, training_args = parse_arguments(argv)
-    output_dir = Path(training_args.output_dir)
+    output_dir = ensure_writable_directory(training_args.output_dir)  # before any work, not at the first checkpoint
     cpu = prefer_cpu(training_args.use_cpu)
     # the loop groups micro-batches itself (see the module docstring): accelerate must not divide or skip syncs
     accelerator = Accelerator(
@@ -152,7 +153,7 @@ def resume(accelerator, output_dir: Path, resume_from_checkpoint: str | None) ->
     """The training state of the checkpoint to resume from (its weights and RNG states restored), or a fresh one."""
     state = {"global_step": 0, "epoch": 0, "batches_in_epoch": 0, "best_metric": None, "best_step": None,
              "consecutive_nonfinite": 0, **ProblemCounter.initial_state()}
-    checkpoint = resolve_checkpoint(output_dir, resume_from_checkpoint)
+    checkpoint = resolve_checkpoint(output_dir, resume_from_checkpoint, accelerator.num_processes)
     if checkpoint is not None:
         state = load_checkpoint(accelerator, checkpoint)
         logger.info(f"resumed from {checkpoint} at step {state['global_step']} (epoch {state['epoch']}, "
@@ -235,8 +236,20 @@ def after_update(run: Run, losses: dict, finite: bool, num_samples: int) -> None
     count_nonfinite(run, finite)
     if state["global_step"] % training_args.logging_steps == 0 or state["global_step"] == run.total_updates:
         log_window(run)
-    if state["global_step"] % training_args.checkpointing_steps == 0:
+    saved = state["global_step"] % training_args.checkpointing_steps == 0
+    if saved:
         save_checkpoint(run.accelerator, run.output_dir, state, training_args.checkpoints_total_limit)
+    stop_if_too_many_skipped(run, saved)
+
+
+def stop_if_too_many_skipped(run: Run, saved: bool) -> None:
+    """The skip limit (`ProblemCounter`'s rule) stops the run only once the current step is in a checkpoint, so the
+    finished updates survive and a resumed run (data fixed, or the threshold raised) goes on from there."""
+    if not run.problems.exceeded():
+        return
+    if not saved:
+        save_checkpoint(run.accelerator, run.output_dir, run.state, run.training_args.checkpoints_total_limit)
+    run.problems.check()
 
 
 def count_nonfinite(run: Run, finite: bool) -> None:
@@ -266,15 +279,14 @@ def log_window(run: Run) -> None:
     accelerator.log(values, step=run.state["global_step"])
     run.progress.set_postfix(loss=f"{values.get('train/loss', float('nan')):.3f}")
     run.window, run.window_start = LossWindow(), time.perf_counter()
-    run.problems.check()
 
 
 def end_epoch(run: Run, epoch: int) -> None:
     """Validation (keeping the best model) and a checkpoint at the start of the next epoch."""
     run.state["epoch"], run.state["batches_in_epoch"] = epoch + 1, 0
-    run.problems.check()
     validate(run, epoch)
     save_checkpoint(run.accelerator, run.output_dir, run.state, run.training_args.checkpoints_total_limit)
+    stop_if_too_many_skipped(run, saved=True)
 
 
 def validate(run: Run, epoch: int) -> None:

@@ -9,6 +9,7 @@ import torch
 from accelerate.utils import broadcast_object_list
 
 from evaluation import run_task
+from processing import cap_text_length
 
 __all__ = ["metric_name", "run_validation", "save_model_folder"]
 
@@ -47,6 +48,8 @@ def save_model_folder(model, processor, folder: Path, training_arguments: dict) 
     folder = Path(folder)
     temporary = folder.with_name(f".tmp-{folder.name}")
     shutil.rmtree(temporary, ignore_errors=True)
+    text_config = getattr(getattr(model, "config", None), "text_config", None)
+    cap_text_length(processor, getattr(text_config, "max_position_embeddings", None), str(folder))
     model.save_pretrained(temporary)
     processor.save_pretrained(temporary)
     (temporary / "training_args.json").write_text(json.dumps(training_arguments, indent=2, default=str))
