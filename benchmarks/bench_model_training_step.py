@@ -23,7 +23,8 @@ ratios are measured side by side on a shared machine. Per step: wall time by pha
 decoder, MLM head, the rest of the forward = projections and losses, backward), the peak resident set size over
 the model's own (Linux VmHWM, reset after the warm-up step, minus the resident size of the built model) and the
 bytes autograd saves for backward (`torch.autograd.graph.saved_tensors_hooks`, parameters excluded).
-`--bf16` runs the step under CPU bf16 autocast (it pays only with AMX: `amx_bf16` in /proc/cpuinfo).
+`--bf16` runs the step under CPU bf16 autocast (it pays only with native bf16 matmuls: `amx_bf16` or
+`avx512_bf16` in /proc/cpuinfo).
 """
 
 import argparse
@@ -228,10 +229,11 @@ def main(argv=None) -> None:
             runs[mode].append(json.loads(output.strip().splitlines()[-1]))
     keys = ("step_s", "growth_mib", "saved_mib", *PHASES)
     summary = {mode: {key: statistics.median(r[key] for r in results) for key in keys} for mode, results in runs.items()}
-    amx = "amx_bf16" in Path("/proc/cpuinfo").read_text()
+    flags = Path("/proc/cpuinfo").read_text().split()
+    native = "+".join(f for f in ("amx_bf16", "avx512_bf16") if f in flags) or "none"
     print(f"batch {args.batch_size}, report lengths {lengths} ({source}), padded to {REPORT_LENGTH}; "
           f"{args.steps} steps x {args.rounds} rounds, torch threads {torch.get_num_threads()}, "
-          f"{'bf16 autocast' if args.bf16 else 'float32'}, AMX {'yes' if amx else 'no'}")
+          f"{'bf16 autocast' if args.bf16 else 'float32'}, native bf16: {native}")
     print("| configuration | trainable params | step (s) | " + " | ".join(PHASES) + " | peak growth (MiB) | saved for backward (MiB) |")
     print("|---|---:|---:|" + "---:|" * len(PHASES) + "---:|---:|")
     for mode in MODES:

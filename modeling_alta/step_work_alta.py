@@ -44,17 +44,22 @@ def labelled_rows(hidden_states: torch.Tensor, labels: torch.Tensor) -> tuple[to
     return hidden_states[selected], labels[selected]
 
 
-def _cpu_has_amx_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+# CPU flags of native bf16 matmul instructions (oneDNN emulates bf16 without them)
+_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def _cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     try:
-        return "amx_bf16" in cpuinfo.read_text().split()
+        flags = set(cpuinfo.read_text().split())
     except OSError:  # not Linux
         return False
+    return any(flag in flags for flag in _BF16_CPU_FLAGS)
 
 
 def bf16_autocast_supported(device: torch.device | str) -> bool:
-    """Whether bf16 autocast speeds up training on `device`: a CUDA GPU with bf16 support, or a CPU with AMX
-    (`amx_bf16` in /proc/cpuinfo; without it oneDNN emulates bf16 matmuls and autocast only adds casts)."""
+    """Whether bf16 autocast can speed up training on `device`: a CUDA GPU with bf16 support, or a CPU with native
+    bf16 matmuls (`amx_bf16` or `avx512_bf16` in /proc/cpuinfo; without them autocast only adds casts)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and _cpu_has_amx_bf16()
+    return device.type == "cpu" and _cpu_has_native_bf16()

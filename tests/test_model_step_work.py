@@ -7,7 +7,7 @@ import torch
 
 from modeling_alta import AltaForPreTraining
 from modeling_alta.convert_original_alta import convert_checkpoint, convert_state_dict
-from modeling_alta.step_work_alta import _cpu_has_amx_bf16, labelled_rows, pad_to_length, used_text_length
+from modeling_alta.step_work_alta import _cpu_has_native_bf16, labelled_rows, pad_to_length, used_text_length
 from tests.factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
 from tests.test_convert_original_alta import HEADS, TEXT_DIR, _pretraining_inputs, assert_golden
 
@@ -147,10 +147,10 @@ def test_pad_to_length_and_labelled_rows():
     assert torch.equal(hidden, torch.stack([x[0, 1], x[1, 0]])) and labels.tolist() == [4, 7]
 
 
-def test_amx_detection_reads_the_cpu_flags(tmp_path):
+def test_native_bf16_detection_reads_the_cpu_flags(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("flags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n")
-    assert _cpu_has_amx_bf16(cpuinfo)
-    cpuinfo.write_text("flags\t\t: fpu avx2 avx512f\n")
-    assert not _cpu_has_amx_bf16(cpuinfo)
-    assert not _cpu_has_amx_bf16(tmp_path / "missing")
+    for flags, native in (("fpu avx2 avx512f amx_bf16 amx_tile", True), ("fpu avx2 avx512f avx512_bf16", True),
+                          ("fpu avx2 avx512f", False)):
+        cpuinfo.write_text(f"flags\t\t: {flags}\n")
+        assert _cpu_has_native_bf16(cpuinfo) == native, flags
+    assert not _cpu_has_native_bf16(tmp_path / "missing")
