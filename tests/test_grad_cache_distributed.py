@@ -5,7 +5,7 @@ and MLM means over all masked patches / labelled tokens), with `no_sync` on all 
 import pytest
 import torch
 import torch.distributed as dist
-from factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
+from factories import assert_close_to_scale, perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
 from processes import run_ranks
 from torch.nn.parallel import DistributedDataParallel
 
@@ -72,4 +72,5 @@ def test_two_processes_with_micro_batches_equal_one_process_with_the_whole_batch
         assert set(result["grads"]) == trainable
         for name, parameter in model.named_parameters():
             if parameter.requires_grad:
-                torch.testing.assert_close(result["grads"][name], parameter.grad, rtol=1e-4, atol=1e-6, msg=name)
+                # per tensor: each rank's micro-batches trim their reports to their own longest one
+                assert_close_to_scale(result["grads"][name], parameter.grad, name)
