@@ -21,8 +21,10 @@ approximate WordPiece count: words and punctuation + [CLS] + [SEP], capped at 12
 Each configuration runs in its own subprocess, the rounds alternate them and medians are reported, so the
 ratios are measured side by side on a shared machine. Per step: wall time by phase (image tower, text tower,
 decoder, MLM head, the rest of the forward = projections and losses, backward), the peak resident set size over
-the model's own (Linux VmHWM, reset after the warm-up step, minus the resident size of the built model) and the
-bytes autograd saves for backward (`torch.autograd.graph.saved_tensors_hooks`, parameters excluded).
+the model's own (Linux VmHWM, reset after the warm-up step, minus the resident size of the built model), the
+bytes autograd saves for backward (`torch.autograd.graph.saved_tensors_hooks`, parameters excluded), the process
+CPU time of a step (less sensitive than wall time to other jobs on the machine) and the floating-point operations
+of a step (`torch.utils.flop_counter.FlopCounterMode`: matmuls, convolutions, attention; exact, noise-free).
 `--bf16` runs the step under CPU bf16 autocast (it pays only with native bf16 matmuls: `amx_bf16` or
 `avx512_bf16` in /proc/cpuinfo).
 """
@@ -40,6 +42,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPORT_LENGTH = 128
@@ -181,7 +184,7 @@ def worker(mode: str, lengths: list[int], steps: int, bf16: bool) -> dict:
     def step() -> dict:
         model.zero_grad(set_to_none=True)
         timer.seconds.clear()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         loss = forward()
         middle = time.perf_counter()
         loss.backward()
@@ -189,9 +192,10 @@ def worker(mode: str, lengths: list[int], steps: int, bf16: bool) -> dict:
         phases = dict(timer.seconds)
         phases["projections + losses"] = middle - start - sum(phases.values())
         phases["backward"] = end - middle
-        return {"step_s": end - start, **phases}
+        return {"step_s": end - start, "cpu_s": time.process_time() - cpu_start, **phases}
 
-    saved = saved_for_backward_mib(model, step)  # the warm-up step (kernels, allocator)
+    with FlopCounterMode(display=False) as flops:  # the warm-up step (kernels, allocator)
+        saved = saved_for_backward_mib(model, step)
     _reset_peak_rss()
     timings = [step() for _ in range(steps)]
     result = {key: statistics.median(t[key] for t in timings) for key in timings[0]}
@@ -201,6 +205,7 @@ def worker(mode: str, lengths: list[int], steps: int, bf16: bool) -> dict:
         "trainable": model.trainable_parameter_counts()[0],
         "growth_mib": (_status_kib("VmHWM") - rss_model) / 1024,
         "saved_mib": saved,
+        "gflop": flops.get_total_flops() / 1e9,
     }
 
 
@@ -227,23 +232,25 @@ def main(argv=None) -> None:
                        "--steps", str(args.steps)] + (["--bf16"] if args.bf16 else [])
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             runs[mode].append(json.loads(output.strip().splitlines()[-1]))
-    keys = ("step_s", "growth_mib", "saved_mib", *PHASES)
+    keys = ("gflop", "cpu_s", "step_s", "growth_mib", "saved_mib", *PHASES)
     summary = {mode: {key: statistics.median(r[key] for r in results) for key in keys} for mode, results in runs.items()}
     flags = Path("/proc/cpuinfo").read_text().split()
     native = "+".join(f for f in ("amx_bf16", "avx512_bf16") if f in flags) or "none"
     print(f"batch {args.batch_size}, report lengths {lengths} ({source}), padded to {REPORT_LENGTH}; "
           f"{args.steps} steps x {args.rounds} rounds, torch threads {torch.get_num_threads()}, "
           f"{'bf16 autocast' if args.bf16 else 'float32'}, native bf16: {native}")
-    print("| configuration | trainable params | step (s) | " + " | ".join(PHASES) + " | peak growth (MiB) | saved for backward (MiB) |")
-    print("|---|---:|---:|" + "---:|" * len(PHASES) + "---:|---:|")
+    print("| configuration | trainable params | GFLOP | CPU (s) | step (s) | " + " | ".join(PHASES)
+          + " | peak growth (MiB) | saved for backward (MiB) |")
+    print("|---|---:|---:|---:|---:|" + "---:|" * len(PHASES) + "---:|---:|")
     for mode in MODES:
         row = summary[mode]
-        print(f"| {mode} | {runs[mode][0]['trainable']:,} | {row['step_s']:.2f} | "
+        print(f"| {mode} | {runs[mode][0]['trainable']:,} | {row['gflop']:.0f} | {row['cpu_s']:.2f} | {row['step_s']:.2f} | "
               + " | ".join(f"{row[phase]:.2f}" for phase in PHASES)
               + f" | {row['growth_mib']:.0f} | {row['saved_mib']:.0f} |")
     ours = summary["ours"]
     for other in MODES[1:]:
-        print(f"| ratio ours / {other} | | {ours['step_s'] / summary[other]['step_s']:.2f} | "
+        print(f"| ratio ours / {other} | | {ours['gflop'] / summary[other]['gflop']:.2f} | "
+              f"{ours['cpu_s'] / summary[other]['cpu_s']:.2f} | {ours['step_s'] / summary[other]['step_s']:.2f} | "
               + " | ".join(f"{ours[p] / summary[other][p]:.2f}" if summary[other][p] > 0 else "" for p in PHASES)
               + f" | {ours['growth_mib'] / summary[other]['growth_mib']:.2f} | "
               f"{ours['saved_mib'] / summary[other]['saved_mib']:.2f} |")
