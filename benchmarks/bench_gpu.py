@@ -1,7 +1,7 @@
 """ALTA training throughput and peak memory on one CUDA GPU: base geometry, bf16 autocast, with and without
 gradient checkpointing, ours vs the full-work path.
 
-    python benchmarks/bench_gpu.py [--batch-size 24] [--steps 10] [--warmup 3] [--lengths realistic]
+    python -m benchmarks.bench_gpu [--batch-size 24] [--steps 10] [--warmup 3] [--lengths realistic]
 
 A step is zero_grad + forward (all four losses) + backward + AdamW over the trainable parameters, train mode,
 under `torch.autocast("cuda", dtype=torch.bfloat16)` (fp32 weights and optimizer state), batch 24 studies per
@@ -13,16 +13,11 @@ Reported: training samples/s, seconds per step, peak allocated memory.
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from benchmarks.bench_model_training_step import pretraining_batch, report_token_lengths  # noqa: E402
+from benchmarks.bench_model_training_step import pretraining_batch, report_token_lengths
 
 CONFIGURATIONS = {
     "ours": {"full_work": False, "checkpointing": False},

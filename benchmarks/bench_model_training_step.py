@@ -1,6 +1,6 @@
 """One ALTA training step, forward + backward: ours vs the full-work path vs every weight trainable, with phases.
 
-    python benchmarks/bench_model_training_step.py [--batch-size 2] [--steps 2] [--rounds 3] [--lengths realistic]
+    python -m benchmarks.bench_model_training_step [--batch-size 2] [--steps 2] [--rounds 3] [--lengths realistic]
 
 Base geometry (AltaConfig()), random weights, train mode, all four losses; a step is zero_grad + forward +
 backward (no optimizer step). Configurations:
@@ -65,7 +65,6 @@ def report_token_lengths(kind: str, count: int, generator: torch.Generator) -> t
     """`count` report lengths in tokens ([CLS] and [SEP] included, at most 128) and where they came from."""
     if kind == "full":
         return [REPORT_LENGTH] * count, "all 128 tokens"
-    sys.path.insert(0, str(REPO_ROOT))
     from dataset_scripts.torchxrayvision_data import (
         TorchXRayVisionUnavailable,
         fetch_torchxrayvision_file,
@@ -164,7 +163,6 @@ def saved_for_backward_mib(model, run) -> float:
 
 
 def worker(mode: str, lengths: list[int], steps: int, bf16: bool) -> dict:
-    sys.path.insert(0, str(REPO_ROOT))
     from modeling_alta import AltaConfig, AltaForPreTraining
 
     torch.manual_seed(0)
@@ -228,9 +226,9 @@ def main(argv=None) -> None:
     runs = {mode: [] for mode in MODES}
     for _ in range(args.rounds):
         for mode in MODES:
-            command = [sys.executable, __file__, "--worker", mode, "--worker-lengths", json.dumps(lengths),
+            command = [sys.executable, "-m", "benchmarks.bench_model_training_step", "--worker", mode, "--worker-lengths", json.dumps(lengths),
                        "--steps", str(args.steps)] + (["--bf16"] if args.bf16 else [])
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            output = subprocess.run(command, check=True, cwd=REPO_ROOT, capture_output=True, text=True).stdout
             runs[mode].append(json.loads(output.strip().splitlines()[-1]))
     keys = ("gflop", "cpu_s", "step_s", "growth_mib", "saved_mib", *PHASES)
     summary = {mode: {key: statistics.median(r[key] for r in results) for key in keys} for mode, results in runs.items()}

@@ -5,13 +5,12 @@
    recipe of the official pipeline (full decode, convert to RGB, resize/crop/augment the RGB image, then gray).
 2. Evaluation preprocessing (one image -> 224 tensor), draft vs full decoding vs the official RGB recipe.
 
-    python benchmarks/bench_processing.py [--samples 12] [--rounds 3]
+    python -m benchmarks.bench_processing [--samples 12] [--rounds 3]
 """
 
 import argparse
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,10 +20,9 @@ from PIL import Image, ImageOps
 from transformers import BertTokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere, installed or not
 
-from processing import AltaImageProcessor, AltaProcessor, apply_augmentation, draw_augmentation  # noqa: E402
-from processing.image_processing_alta import _center_crop, _resize_shorter_side  # noqa: E402
+from processing import AltaImageProcessor, AltaProcessor, apply_augmentation, draw_augmentation
+from processing.image_processing_alta import _center_crop, _resize_shorter_side
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures"  # real radiographs and the tiny CXR-BERT vocabulary
 REPORT = ("Heart size is mildly enlarged. There is a small left pleural effusion. No pneumothorax. "

@@ -7,12 +7,11 @@ with augmentation, report and MLM). The three sources are timed alternately in o
 each is reported next to the median, as other jobs share the machine. Also reported:
 bytes on disk per image (source file, stored shard image, and the whole sharded dataset per embedded view).
 
-    python benchmarks/bench_shards.py [--studies 12] [--rounds 3]
+    python -m benchmarks.bench_shards [--studies 12] [--rounds 3]
 """
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,15 +23,14 @@ from PIL import Image, ImageOps
 from transformers import BertTokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere, installed or not
 
-from dataset_scripts.common import frame_to_dataset, save_dataset  # noqa: E402
-from dataset_scripts.mimic_cxr import PRETRAINING_FEATURES  # noqa: E402
-from dataset_scripts.shard_images import ShardOptions, encode_image, shard_images, shrink_radiograph  # noqa: E402
-from processing import AltaImageProcessor, AltaProcessor  # noqa: E402
-from training.data import StudyDataset, load_pretraining_split  # noqa: E402
+from dataset_scripts.common import frame_to_dataset, save_dataset
+from dataset_scripts.mimic_cxr import PRETRAINING_FEATURES
+from dataset_scripts.shard_images import ShardOptions, encode_image, shard_images, shrink_radiograph
+from processing import AltaImageProcessor, AltaProcessor
+from training.data import StudyDataset, load_pretraining_split
 
-from bench_dataset_mimic import cpu_name  # noqa: E402  (benchmarks/ is on sys.path for a script)
+from benchmarks.bench_dataset_mimic import cpu_name
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures"  # real radiographs and the tiny CXR-BERT vocabulary
 FULL_SIZE = (2544, 3056)  # a MIMIC-CXR-JPG PA view

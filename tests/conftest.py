@@ -57,3 +57,27 @@ def indiana_reports() -> list[str]:
     except TorchXRayVisionUnavailable as error:
         pytest.skip(f"the Indiana University reports are fetched from the package registry at test time: {error}")
     return read_indiana_reports(archive)
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> Path:
+    """Demo data of the tiny training setup (tests/training_setup.py): 48 pre-training studies, built once."""
+    from tests.training_setup import build_tiny_demo
+
+    return build_tiny_demo(tmp_path_factory.mktemp("tiny_demo") / "demo")
+
+
+@pytest.fixture
+def processing_stand_ins(monkeypatch):
+    """The evaluation tests' stand-ins for the processing package (tests/eval_stand_ins.py)."""
+    from tests.eval_stand_ins import install_processing_stand_ins
+
+    install_processing_stand_ins(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory) -> Path:
+    """A tiny CLIP-like model folder with its processor (tests/eval_stand_ins.py)."""
+    from tests.eval_stand_ins import save_tiny_clip
+
+    return save_tiny_clip(tmp_path_factory.mktemp("clip") / "model")

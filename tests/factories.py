@@ -1,5 +1,4 @@
-"""Factories shared by the tests of every package (`from factories import tiny_alta_config`; pytest puts `tests/`
-on `sys.path` because it has no `__init__.py`)."""
+"""Factories shared by the tests of every package (`from tests.factories import tiny_alta_config`)."""
 
 from pathlib import Path
 

@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch
-from factories import tiny_alta_config
 from torch import nn
 
 from modeling_alta import AltaConfig, AltaForPreTraining, AltaModel
+from tests.factories import tiny_alta_config
 
 
 @pytest.fixture(scope="module")

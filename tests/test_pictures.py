@@ -4,7 +4,6 @@ word <-> region attention maps and their PNGs, MRM reconstruction panels, and th
 import numpy as np
 import pytest
 import torch
-from factories import save_tiny_alta_folder
 from PIL import Image
 
 from evaluation.pictures import (
@@ -23,6 +22,7 @@ from evaluation.pictures import (
 )
 from modeling_alta.losses_alta import patchify, word_region_attention
 from processing import load_radiograph
+from tests.factories import save_tiny_alta_folder
 
 JPEG = "derived/rg1_mimic_cxr_jpg_style.jpg"  # 1841 x 1955: not square
 PNG = "images/nih_cxr14/00000001_000.png"

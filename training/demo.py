@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     _ensure_demo_data(data_dir, args.num_train_studies)
 
-    import train
+    import training.loop as train
     from evaluation import format_table, run_task
     from modeling_alta import AltaModel
     from processing import load_processor
