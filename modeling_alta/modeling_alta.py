@@ -25,6 +25,7 @@ from .adapters_alta import ADAPTER_NAME, tower_adapter_config
 from .configuration_alta import AltaConfig
 from .losses_alta import global_contrastive_loss, local_contrastive_loss, masked_lm_loss, reconstruction_loss
 from .pipelines_alta import custom_pipelines_config
+from .step_work_alta import labelled_rows, pad_to_length, used_text_length
 from .weight_files import SafetensorError, corrupt_weights_message
 
 __all__ = [
@@ -88,7 +89,8 @@ class AltaForPreTrainingOutput(ModelOutput):
         text_local_embeds (`torch.FloatTensor` of shape `(B, L - 1, projection_dim)`):
             Local projection of the clean report's tokens after [CLS] (not normalised).
         mlm_logits (`torch.FloatTensor` of shape `(B, L, vocab_size)`):
-            Masked-LM logits of the corrupted report.
+            Masked-LM logits of the corrupted report; `(M, vocab_size)`, the M labelled positions only, when the
+            forward left out the work no loss reads (`full_work=False`, the training-mode default).
         reconstruction_logits (`torch.FloatTensor` of shape `(B, N, reconstruction_patch_size**2 * num_channels)`):
             Predicted pixels of every patch of the reconstruction target ((row, column, channel) order in a patch).
         mask (`torch.FloatTensor` of shape `(B, N)`):
@@ -633,6 +635,7 @@ class AltaForPreTraining(AltaPreTrainedModel):
         mlm_labels: torch.LongTensor,
         noise: torch.FloatTensor | None = None,
         compute_contrastive_losses: bool = True,
+        full_work: bool | None = None,
     ) -> AltaForPreTrainingOutput:
         r"""
         pixel_values (`(B, S, C, H, W)`): view slots [current frontal, current lateral, prior frontal, prior lateral];
@@ -646,6 +649,10 @@ class AltaForPreTraining(AltaPreTrainedModel):
             contrastive losses to the caller, which computes them over several micro-batches from the returned
             embeddings (cached contrastive accumulation): `global_loss`, `local_loss` and `local_logits_per_image`
             stay `None` and `loss` is the weighted reconstruction + MLM part only.
+        full_work (`bool`, *optional*): compute every output at every position, as the official code. Defaults to
+            `not self.training`: a training step computes only what its losses read (step_work_alta.py), with the
+            same losses and gradients; `mlm_logits` then holds the labelled positions only, `(M, vocab_size)` in
+            row-major order of `mlm_labels != -100`, and the text outputs are 0 after the batch's longest report.
         """
         self._check_inputs(
             pixel_values, view_mask, target_pixel_values, input_ids, attention_mask, mlm_input_ids, mlm_labels, noise
@@ -661,6 +668,12 @@ class AltaForPreTraining(AltaPreTrainedModel):
 
         # One text-tower call on [clean; corrupted] (2B rows), the image feature added to the corrupted half only.
         with_mlm = config.mlm_loss_weight != 0
+        full_work = not self.training if full_work is None else full_work
+        text_length = input_ids.shape[1]
+        if not full_work:  # no row reads the trailing all-padding columns
+            used = used_text_length(attention_mask, mlm_labels if with_mlm else None)
+            input_ids, mlm_input_ids, mlm_labels = input_ids[:, :used], mlm_input_ids[:, :used], mlm_labels[:, :used]
+            attention_mask = attention_mask[:, :used]
         if with_mlm:
             image_offset = self.image_to_text(pooled_image)
             offset = torch.cat([torch.zeros_like(image_offset), image_offset])
@@ -668,11 +681,15 @@ class AltaForPreTraining(AltaPreTrainedModel):
                 torch.cat([input_ids, mlm_input_ids]), torch.cat([attention_mask, attention_mask]), offset
             )
             text_hidden, mlm_hidden = text_hidden[:batch], text_hidden[batch:]
+            if not full_work:  # the loss reads the labelled positions only
+                mlm_hidden, mlm_labels = labelled_rows(mlm_hidden, mlm_labels)
             mlm_logits = self.mlm_head(mlm_hidden)
         else:
             text_hidden, mlm_logits = alta.text_hidden_states(input_ids, attention_mask), None
         text_embeds = F.normalize(alta.text_projection(text_hidden[:, 0]), dim=-1)
-        text_local_embeds = alta.text_local_projection(text_hidden[:, 1:])
+        # back to the input length: equal shapes on every process for the gathered local loss
+        text_local_embeds = pad_to_length(alta.text_local_projection(text_hidden[:, 1:]), text_length - 1)
+        text_hidden, attention_mask = pad_to_length(text_hidden, text_length), pad_to_length(attention_mask, text_length)
 
         logit_scale = alta.logit_scale.exp()
         losses = {}

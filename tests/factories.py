@@ -10,6 +10,7 @@ from processing.write_processor import main as write_processor_main
 
 __all__ = [
     "TINY_TEXT_CONFIG",
+    "assert_close_to_scale",
     "TINY_VISION_CONFIG",
     "perturb_parameters_",
     "save_tiny_alta_folder",
@@ -79,6 +80,13 @@ def tiny_pretraining_batch(config: AltaConfig, batch_size: int = 2, length: int 
         "mlm_input_ids": torch.where(corrupt, torch.full_like(input_ids, 4), input_ids),
         "mlm_labels": torch.where(corrupt, input_ids, torch.full_like(input_ids, -100)),
     }
+
+
+def assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor, name: str, tolerance: float = 1e-5) -> None:
+    """max |actual - expected| <= tolerance * max(1, max |expected|): float32 rounding is relative to a tensor's
+    largest entries (e.g. gradients of batches cut into parts whose reports are trimmed to different lengths)."""
+    error = (actual - expected).abs().max().item()
+    assert error <= tolerance * max(1.0, expected.abs().max().item()), f"{name}: max abs error {error:.2e}"
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from modeling_alta import AltaForPreTraining
-from tests.factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
+from tests.factories import assert_close_to_scale, perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
 from training.grad_cache import cached_contrastive_step
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
@@ -39,8 +39,10 @@ def _assert_same(cached_losses, cached_grads, outputs, grads, model):
     for name in ("loss", "global_loss", "local_loss", "reconstruction_loss", "mlm_loss"):
         torch.testing.assert_close(cached_losses[name], getattr(outputs, name).detach(), rtol=1e-5, atol=1e-6)
     assert set(cached_grads) == set(grads) == {n for n, p in model.named_parameters() if p.requires_grad}
+    # per tensor, relative to its largest entry: micro-batches trim their reports to their own longest one, and the
+    # local loss's temperatures amplify the float32 rounding of the different shapes (float64: equal to 1e-8)
     for name, grad in grads.items():
-        torch.testing.assert_close(cached_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+        assert_close_to_scale(cached_grads[name], grad, name)
 
 
 @pytest.mark.parametrize("sizes", [[2, 2, 2], [1, 3, 2]])

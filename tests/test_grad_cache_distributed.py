@@ -9,7 +9,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from devtools.processes import gloo_process_group, run_ranks
 from modeling_alta import AltaForPreTraining
-from tests.factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
+from tests.factories import assert_close_to_scale, perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
 from training.grad_cache import cached_contrastive_step
 
 WORLD_SIZE, PER_RANK, MICRO = 2, 4, 2
@@ -68,4 +68,5 @@ def test_two_processes_with_micro_batches_equal_one_process_with_the_whole_batch
         assert set(result["grads"]) == trainable
         for name, parameter in model.named_parameters():
             if parameter.requires_grad:
-                torch.testing.assert_close(result["grads"][name], parameter.grad, rtol=1e-4, atol=1e-6, msg=name)
+                # per tensor: each rank's micro-batches trim their reports to their own longest one
+                assert_close_to_scale(result["grads"][name], parameter.grad, name)

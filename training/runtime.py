@@ -5,6 +5,8 @@ import warnings
 import torch
 from accelerate.utils import is_mps_available, is_npu_available, is_xpu_available
 
+from modeling_alta.step_work_alta import bf16_autocast_supported
+
 __all__ = ["all_finite", "choose_mixed_precision", "prefer_cpu"]
 
 
@@ -18,6 +20,9 @@ def choose_mixed_precision(requested: str | None, cpu: bool) -> str | None:
     if requested == "fp16" and cpu:
         warnings.warn("fp16 mixed precision needs a GPU; training in float32 on the CPU (bf16 works on CPUs)")
         return "no"
+    if requested == "bf16" and cpu and not bf16_autocast_supported("cpu"):
+        warnings.warn("bf16 mixed precision on a CPU without native bf16 matmuls (amx_bf16, avx512_bf16) is emulated "
+                      "and slower than float32")
     return requested
 
 
