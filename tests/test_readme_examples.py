@@ -72,3 +72,13 @@ def test_zero_shot_pipeline_ranks_labels_by_the_models_scores(readme_run, realda
         expected = model(**inputs).logits_per_image.softmax(dim=-1)[0]
     by_label = {item["label"]: item["score"] for item in predictions}
     assert [by_label[label] for label in labels] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_classification_head_keeps_the_image_tower(readme_run):
+    namespace = readme_run[0]
+    head, model, logits = namespace["head"], namespace["model"], namespace["logits"]
+    assert logits.shape == (1, 5) and head.config.num_labels == 5
+    ours = dict(head.named_parameters())
+    tower = {name: p for name, p in model.named_parameters() if name.startswith("vision_model.")}
+    shared = [name for name in tower if name in ours]
+    assert shared and all(torch.equal(ours[name], tower[name]) for name in shared)

@@ -363,3 +363,7 @@ def main(argv: list[str] | None = None) -> Path:
             break
         end_epoch(run, epoch)
     return finish(run)
+
+
+if __name__ == "__main__":
+    main()
