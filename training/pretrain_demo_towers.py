@@ -279,9 +279,9 @@ def main(argv=None) -> dict:
             scheduler.step()
             step, batches = step + 1, batches + 1
             for name in sums:
-                sums[name] += float(getattr(output, name))
+                sums[name] += getattr(output, name).item()
             progress.update(1)
-            progress.set_postfix(rec=f"{float(output.reconstruction_loss):.3f}", mlm=f"{float(output.mlm_loss):.3f}")
+            progress.set_postfix(rec=f"{output.reconstruction_loss.item():.3f}", mlm=f"{output.mlm_loss.item():.3f}")
         epoch += 1
         means = {name: round(value / max(batches, 1), 4) for name, value in sums.items()}
         history.append({"epoch": epoch, "step": step, **means, "seconds": round(time.perf_counter() - started, 1)})
