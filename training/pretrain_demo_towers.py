@@ -158,6 +158,8 @@ def _parse(argv) -> argparse.Namespace:
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--mask-ratio", type=float, default=0.75, help="image patches masked (MAE's 0.75)")
     parser.add_argument("--mlm-probability", type=float, default=0.5, help="report tokens masked (MRM's 0.5)")
+    parser.add_argument("--condition-on", choices=("all-views", "frontal"), default="all-views",
+                        help="views whose pooled [CLS] conditions the report MLM (all-views: as ALTA pools them)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-workers", type=int, default=1, help="DataLoader workers")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the training process")
@@ -229,7 +231,7 @@ def _write_outputs(args, model, tokenizer_dir, output_dir: Path, summary: dict) 
     text_dir = output_dir / TEXT_FOLDER
     mrm_args = argparse.Namespace(model="demo_towers", mask_ratio=args.mask_ratio, norm_pix_loss=True,
                                   batch_size=args.batch_size, epochs=args.epochs, lr=args.learning_rate,
-                                  mlm_probability=args.mlm_probability, seed=args.seed)
+                                  mlm_probability=args.mlm_probability, condition_on=args.condition_on, seed=args.seed)
     export_mrm(model, output_dir / "MRM.pth", mrm_args)
     export_text_folder(model, tokenizer_dir, text_dir)
     files = sorted([output_dir / "MRM.pth", *(p for p in text_dir.iterdir() if p.is_file())])
@@ -271,6 +273,11 @@ def main(argv=None) -> dict:
             if step >= total_steps:
                 break
             inputs = {key: batch[key] for key in batch if key not in ("skipped_studies", "dropped_views")}
+            if args.condition_on == "frontal":
+                # the report is predicted from the current frontal alone (with all slots, which views exist is what
+                # varies most between pooled features)
+                inputs["view_mask"] = inputs["view_mask"].clone()
+                inputs["view_mask"][:, 1:] = 0
             output = model(**inputs, compute_contrastive_losses=False)
             optimizer.zero_grad(set_to_none=True)
             output.loss.backward()
@@ -294,7 +301,7 @@ def main(argv=None) -> dict:
         "command": "python -m training.pretrain_demo_towers " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "seed": args.seed, "steps": step, "epochs": epoch, "steps_per_epoch": steps_per_epoch,
         "batch_size": args.batch_size, "learning_rate": args.learning_rate, "mask_ratio": args.mask_ratio,
-        "mlm_probability": args.mlm_probability, "train_studies": len(dataset),
+        "mlm_probability": args.mlm_probability, "condition_on": args.condition_on, "train_studies": len(dataset),
         "wall_seconds": round(wall, 1), "seconds_per_step": round(wall / max(step, 1), 3),
         "cpu": _cpu_name(), "torch_threads": args.threads, "dataloader_workers": args.num_workers,
         "torch": torch.__version__, "final_losses": history[-1] if history else {}, "history": history,
