@@ -292,7 +292,8 @@ def _load_strictly(model, image_weights, text_weights, report, optional_text_par
     optional text part (a head) is taken whole or not at all."""
     mrm_checkpoint, text_model_dir = sources
     model_state = model.state_dict()
-    image_weights, text_weights = _to_model_wrapping(image_weights, model_state), _to_model_wrapping(text_weights, model_state)
+    image_weights = _to_model_wrapping(image_weights, model_state)
+    text_weights = _to_model_wrapping(text_weights, model_state)
     tied = set(model.all_tied_weights_keys)
     weights = {**image_weights, **text_weights}
     unexpected = sorted(set(weights) - set(model_state))

@@ -122,3 +122,18 @@ def test_study_table_has_a_row_per_variant():
                "seconds": {"training": 12.3}, "peak_memory_mib": 900.0}
     table = markdown_table({"alta": summary, "heads": summary}).splitlines()
     assert len(table) == 4 and table[2].startswith(f"| {VARIANTS['alta'][0]} | 0.500 | 0.250 | 0.125 | 1,000 (10.0 %)")
+
+
+def test_towers_convert_with_lora_adapters_too(towers):
+    """LoRA wraps other modules than the bottleneck adapters (q/v projections): the conversion follows the model."""
+    from training.model_setup import _lora_overrides
+
+    out, _ = towers
+    bottleneck, _ = build_from_pretrained_towers(out / "MRM.pth", out / TEXT_FOLDER)
+    lora, _ = build_from_pretrained_towers(out / "MRM.pth", out / TEXT_FOLDER,
+                                           config_overrides=_lora_overrides(bottleneck.config))
+    assert lora.config.adapter_type == "lora"
+    pixels, ids = torch.randn(2, 3, 112, 112), torch.tensor([[2, 7, 9, 3]])
+    with torch.no_grad():  # both adapters start at identity: the towers compute the same
+        assert torch.allclose(lora.alta.vision_hidden_states(pixels), bottleneck.alta.vision_hidden_states(pixels), atol=1e-5)
+        assert torch.allclose(lora.alta.text_hidden_states(ids), bottleneck.alta.text_hidden_states(ids), atol=1e-5)
