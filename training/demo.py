@@ -108,7 +108,7 @@ def _checks(model_dir: Path, towers: Path, pretrain_dir: Path, processor_config:
         "temporal_consistency": {
             "before_alta": temporal_consistency_auroc(before.alta, processor, studies, image_root),
             "after_alta": temporal_consistency_auroc(after.alta, processor, studies, image_root),
-        },
+        } if any(row.get("prior_frontal_path") for row in studies) else None,  # data without priors (--frontal-only)
         "trainable": trainable_breakdown(after),
     }
 
@@ -130,8 +130,11 @@ def _print_summary(summary: dict, table: str, output_dir: Path) -> None:
     print(f"reconstruction loss, {reconstruction['held_out_studies']} held-out studies, 75 % masked: "
           f"{reconstruction['before_alta']:.4f} before ALTA, {reconstruction['after_alta']:.4f} after")
     temporal = checks["temporal_consistency"]
-    print(f"temporal consistency AUROC (same patient's current vs prior frontal, {temporal['after_alta']['pairs']} "
-          f"pairs): {temporal['before_alta']['auroc']:.3f} before ALTA, {temporal['after_alta']['auroc']:.3f} after")
+    if temporal is None:
+        print("temporal consistency: not measured (the held-out studies have no priors)")
+    else:
+        print(f"temporal consistency AUROC (same patient's current vs prior frontal, {temporal['after_alta']['pairs']} "
+              f"pairs): {temporal['before_alta']['auroc']:.3f} before ALTA, {temporal['after_alta']['auroc']:.3f} after")
     print(f"model folder: {summary['model_dir']}  (AutoModel/AutoProcessor.from_pretrained(..., trust_remote_code=True))")
     print(f"evaluation:   {output_dir / 'evaluation'}   logs: {output_dir / 'logs'} (tensorboard --logdir)")
     seconds = summary["seconds"]
