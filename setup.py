@@ -18,7 +18,7 @@ setup(
     install_requires=[
         # A bare `torch` pulls a multi-GB CUDA build on a CPU-only machine: install the pin first (see README).
         "torch>=2.4",
-        "transformers>=5.24,<6",
+        "transformers>=5.24,<5.25",  # 5.25 loads processors through the Auto classes (asks for trust_remote_code)
         "peft>=0.21.2",
         "accelerate>=1.15",
         "datasets>=5.2",

@@ -1,6 +1,6 @@
 """Benchmark: the MIMIC-CXR pre-training builder on generated full-size inputs, and how its time scales.
 
-    python benchmarks/bench_dataset_mimic.py [--scales 0.1 0.5 1.0] [--repeats 2] [--work-dir DIR] [--compare-readers]
+    python -m benchmarks.bench_dataset_mimic [--scales 0.1 0.5 1.0] [--repeats 2] [--work-dir DIR] [--compare-readers]
 
 For each scale it generates synthetic MIMIC-CXR-JPG tables (`.csv.gz`, the real headers and quirks)
 and a `mimic-cxr-reports.zip` with one report per study, scaled from the real sizes (377,110 images,
@@ -33,7 +33,6 @@ FULL = {"n_subjects": 65_379, "n_studies": 227_835, "n_images": 377_110}
 def child(root: str, reports: str, output: str) -> None:
     """Runs in the subprocess: one timed build + save, result as one JSON line on stdout."""
     start = time.perf_counter()
-    sys.path.insert(0, str(REPO))
     from dataset_scripts.common import save_dataset
     from dataset_scripts.mimic_cxr import build_mimic_cxr
 
@@ -55,7 +54,6 @@ def compare_readers(folder: Path) -> None:
 
     import pandas as pd
 
-    sys.path.insert(0, str(REPO))
     from dataset_scripts.mimic_reports import MimicReports
 
     metadata = folder / "mimic-cxr-jpg" / "mimic-cxr-2.0.0-metadata.csv.gz"
@@ -101,8 +99,7 @@ def main() -> None:
         child(*args.child)
         return
 
-    sys.path.insert(0, str(REPO / "tests"))
-    from fixtures_mimic import write_synthetic_mimic
+    from devtools.mimic_fixtures import write_synthetic_mimic
 
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="bench_mimic_"))
     results = []
@@ -125,9 +122,9 @@ def main() -> None:
             for scale in args.scales:
                 folder, sizes = inputs[scale]
                 out = folder / "out"
-                command = [sys.executable, __file__, "--child", str(folder / "mimic-cxr-jpg"),
+                command = [sys.executable, "-m", "benchmarks.bench_dataset_mimic", "--child", str(folder / "mimic-cxr-jpg"),
                            str(folder / "mimic-cxr-reports.zip"), str(out)]
-                completed = subprocess.run(command, check=True, capture_output=True, text=True)
+                completed = subprocess.run(command, check=True, cwd=REPO, capture_output=True, text=True)
                 record = json.loads(completed.stdout.strip().splitlines()[-1])
                 results.append({"scale": scale, **sizes, **record})
                 shutil.rmtree(out, ignore_errors=True)

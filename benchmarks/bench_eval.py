@@ -1,7 +1,7 @@
 """Evaluation throughput and the cost of the CheXpert 5x200 prompt ensemble.
 
-    python benchmarks/bench_eval.py                 # base-size ALTA-like stand-in (random ViTMAE-B + BERT-B)
-    python benchmarks/bench_eval.py --model DIR     # a saved ALTA model + processor instead
+    python -m benchmarks.bench_eval                 # base-size ALTA-like stand-in (random ViTMAE-B + BERT-B)
+    python -m benchmarks.bench_eval --model DIR     # a saved ALTA model + processor instead
 
 Measures, side by side in one run:
 1. images/s of decoding + preprocessing alone, and through `evaluation.embed_images` (decode +
@@ -17,7 +17,6 @@ Prints a Markdown table for benchmarks/RESULTS.md.
 import argparse
 import json
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,14 +28,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from evaluation import embed_images, embed_texts, mean_class_embeddings, run_task  # noqa: E402
+from evaluation import embed_images, embed_texts, mean_class_embeddings, run_task
 
-SHARED = REPO.parent / "shared"
-FULL_RES_JPEG = SHARED / "realdata" / "derived" / "rg1_mimic_cxr_jpg_style.jpg"
-PNG_512 = SHARED / "realdata" / "images" / "nih_cxr14" / "00000001_000.png"
-# Prompts per class of the 5x200 ensemble (data_formats.md 3.4): 210 + 15 + 192 + 18 + 54 = 489.
+FIXTURES = REPO / "tests" / "fixtures"  # real radiographs and the tiny CXR-BERT vocabulary
+FULL_RES_JPEG = FIXTURES / "realdata" / "derived" / "rg1_mimic_cxr_jpg_style.jpg"
+PNG_512 = FIXTURES / "realdata" / "images" / "nih_cxr14" / "00000001_000.png"
+# Prompts per class of the 5x200 ensemble (docs/evaluation.md): 210 + 15 + 192 + 18 + 54 = 489.
 PROMPTS_PER_CLASS = (210, 15, 192, 18, 54)
 EMBEDDING_DIM = 128  # ALTA's projection size, for the stand-in only
 PROMPT_WORDS = ("mild minimal small large stable increased decreased left right bilateral basilar patchy subsegmental "

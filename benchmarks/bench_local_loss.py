@@ -5,78 +5,43 @@
 
 Shapes default to the base model: 196 local regions (4 views x 49 visible patches), up to 127 words per report
 ([SEP] included), 128-d projections. Report lengths are drawn from the FINDINGS + IMPRESSION sections of the real
-Indiana University reports in `shared/realdata` (read at run time; approximate WordPiece count: words and punctuation
-+ [SEP], capped at 127), with one full-length and one single-word report always included; without that file a
-fixed synthetic distribution is used (printed). Timings alternate between the two implementations and report the
-median. `reference_local_similarities` / `reference_local_loss` are also the tests' reference.
+Indiana University reports (fetched at run time from the torchxrayvision wheel on the package registry, see
+`dataset_scripts.torchxrayvision_data`; approximate WordPiece count: words and punctuation + [SEP], capped at 127),
+with one full-length and one single-word report always included; when the registry cannot be reached a fixed
+synthetic distribution is used (printed). Timings alternate between the two implementations and report the
+median. The per-report loop is `devtools.reference_losses`, also the tests' reference.
 """
 
 import argparse
 import re
 import warnings
 import statistics
-import tarfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from dataset_scripts.torchxrayvision_data import (
+    TorchXRayVisionUnavailable,
+    fetch_torchxrayvision_file,
+    read_indiana_reports,
+)
+from devtools.reference_losses import reference_local_loss, reference_local_similarities
 from modeling_alta.losses_alta import local_contrastive_loss
-
-REPORTS_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "reports" / "NLMCXR_reports.tgz"
-
-
-def reference_local_similarities(image_local, text_local, word_counts, temperatures, return_attention=False):
-    """The official algorithm, one report at a time, step by step (including its naive log(sum(exp))).
-
-    image_local [I, R, D], text_local [J, T, D], word_counts [J] (words of each report: the first ones),
-    temperatures (t1, t2, t3). Returns S [I, J] (rows = images, already x t3); with `return_attention=True` also
-    the list of each report's attention over its own image's regions ([words_j, R], the official `att_maps`).
-    """
-    t1, t2, t3 = temperatures
-    num_images = image_local.shape[0]
-    columns, attention_maps = [], []
-    for j in range(text_local.shape[0]):
-        n = int(word_counts[j])
-        words = text_local[j, :n].T.unsqueeze(0).repeat(num_images, 1, 1)  # [I, D, n], the official layout
-        attention = torch.softmax(torch.bmm(image_local, words), dim=-1)  # [I, R, n]: each region over the words
-        attention = torch.softmax(t1 * attention.transpose(1, 2), dim=-1)  # [I, n, R]: each word over the regions
-        if return_attention:
-            attention_maps.append(attention[j])
-        context = torch.bmm(attention, image_local)  # [I, n, D]
-        words = words.transpose(1, 2)
-        norms = (torch.linalg.vector_norm(words, dim=-1) * torch.linalg.vector_norm(context, dim=-1)).clamp(min=1e-8)
-        cos = (words * context).sum(-1) / norms
-        columns.append(torch.log(torch.exp(t2 * cos).sum(dim=1)))
-    similarities = t3 * torch.stack(columns, dim=1)
-    return (similarities, attention_maps) if return_attention else similarities
-
-
-def reference_local_loss(image_local, text_local, word_counts, temperatures):
-    similarities = reference_local_similarities(image_local, text_local, word_counts, temperatures)
-    labels = torch.arange(similarities.shape[0])
-    return (F.cross_entropy(similarities, labels) + F.cross_entropy(similarities.T, labels)) / 2
 
 
 def report_lengths(batch_size: int, max_words: int, kind: str, generator: torch.Generator) -> tuple[torch.Tensor, str]:
     if kind == "full":
         return torch.full((batch_size,), max_words), f"all {max_words}"
-    pool = []
-    if REPORTS_ARCHIVE.is_file():
-        with tarfile.open(REPORTS_ARCHIVE) as archive:
-            for member in archive.getmembers():
-                if not member.name.endswith(".xml"):
-                    continue
-                xml = archive.extractfile(member).read().decode("utf-8", "replace")
-                sections = r'<AbstractText Label="(?:FINDINGS|IMPRESSION)">(.*?)</AbstractText>'
-                text = " ".join(re.findall(sections, xml, re.S))
-                if text.strip():
-                    pool.append(min(len(re.findall(r"\w+|[^\w\s]", text)) + 1, max_words))
-        source = f"real IU report lengths ({len(pool)} reports)"
-    else:
+    try:
+        reports = read_indiana_reports(fetch_torchxrayvision_file("NLMCXR_reports.tgz"))
+    except TorchXRayVisionUnavailable as error:
+        print(f"real report lengths unavailable ({error}); using synthetic ones")
         pool = [int(x) for x in torch.randint(12, max_words + 1, (2000,), generator=generator)]
-        source = "synthetic uniform lengths (realdata not found)"
+        source = "synthetic uniform lengths (Indiana University reports not reachable)"
+    else:
+        pool = [min(len(re.findall(r"\w+|[^\w\s]", text)) + 1, max_words) for text in reports]
+        source = f"real IU report lengths ({len(pool)} reports)"
     pick = torch.randint(len(pool), (batch_size,), generator=generator)
     lengths = torch.tensor([pool[i] for i in pick])
     lengths[0], lengths[1] = max_words, 1

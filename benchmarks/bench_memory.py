@@ -1,7 +1,7 @@
 """Peak memory and time of one ALTA training step: gradient checkpointing, and cached contrastive accumulation.
 
-    python benchmarks/bench_memory.py checkpointing [--batch-size 4] [--steps 2] [--rounds 2]
-    python benchmarks/bench_memory.py cached [--geometry narrow] [--batch-size 96] [--micro-batches 8] [--rounds 1]
+    python -m benchmarks.bench_memory checkpointing [--batch-size 4] [--steps 2] [--rounds 2]
+    python -m benchmarks.bench_memory cached [--geometry narrow] [--batch-size 96] [--micro-batches 8] [--rounds 1]
 
 `checkpointing`: base geometry (`AltaConfig()`), one step without and with `model.gradient_checkpointing_enable()`.
 `cached`: a plain step on a batch of `--batch-size` vs `training.grad_cache.cached_contrastive_step` over
@@ -27,9 +27,8 @@ from pathlib import Path
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.bench_model_training_step import _status_kib, random_batch, time_steps  # noqa: E402
+from benchmarks.bench_model_training_step import _status_kib, random_batch, time_steps
 
 # Narrower towers at the base input geometry (see the module docstring).
 NARROW_VISION = {"hidden_size": 192, "num_hidden_layers": 4, "num_attention_heads": 3, "intermediate_size": 768,
@@ -109,11 +108,11 @@ def main(argv=None) -> None:
     runs = {mode: [] for mode in MODES[args.comparison]}
     for _ in range(rounds):
         for mode in runs:
-            command = [sys.executable, __file__, args.comparison, "--worker", mode, "--geometry", geometry,
+            command = [sys.executable, "-m", "benchmarks.bench_memory", args.comparison, "--worker", mode, "--geometry", geometry,
                        "--batch-size", str(batch_size), "--micro-batches", str(micro_batches), "--steps", str(steps)]
             command += ["--no-warmup"] if args.no_warmup else []
             command += ["--threads", str(args.threads)] if args.threads else []
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            output = subprocess.run(command, check=True, cwd=REPO_ROOT, capture_output=True, text=True).stdout
             runs[mode].append(json.loads(output.strip().splitlines()[-1]))
     keys = ("step_s", "peak_rss_mib", "peak_over_weights_mib", "first_loss")
     summary = {mode: {key: statistics.median(r[key] for r in results) for key in keys} for mode, results in runs.items()}

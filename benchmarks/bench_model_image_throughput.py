@@ -1,6 +1,6 @@
 """Image-embedding throughput: `AltaModel.get_image_features` vs a plain `ViTMAEModel` of the same size.
 
-    python benchmarks/bench_model_image_throughput.py [--batch-size 16] [--rounds 5]
+    python -m benchmarks.bench_model_image_throughput [--batch-size 16] [--rounds 5]
 
 Base geometry, CPU, eval mode, no_grad, one process, the models timed alternately (medians over rounds).
 Compared: the plain ViTMAEModel without masking (mask_ratio 0: every patch kept; its forward still draws and
@@ -11,13 +11,10 @@ argsorts the shuffle noise), the same ViTMAEModel with ALTA's adapters injected,
 import argparse
 import copy
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> None:
@@ -25,7 +22,6 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
-    sys.path.insert(0, str(REPO_ROOT))
     from peft import inject_adapter_in_model
     from transformers import ViTMAEModel
 
@@ -46,7 +42,7 @@ def main(argv=None) -> None:
     candidates = {
         "ViTMAEModel (plain, mask_ratio 0)": lambda: plain(images).last_hidden_state,
         "ViTMAEModel + ALTA adapters": lambda: adapted(images).last_hidden_state,
-        "AltaModel.get_image_features": lambda: alta.get_image_features(images),
+        "AltaModel.get_image_features": lambda: alta.get_image_features(images).pooler_output,
     }
     times = {name: [] for name in candidates}
     with torch.no_grad():

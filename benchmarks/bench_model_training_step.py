@@ -1,6 +1,6 @@
 """One ALTA training step (adapters + the spec's trainable set) vs the same model with every parameter trainable.
 
-    python benchmarks/bench_model_training_step.py [--batch-size 2] [--steps 3] [--rounds 2]
+    python -m benchmarks.bench_model_training_step [--batch-size 2] [--steps 3] [--rounds 2]
 
 Base geometry (AltaConfig()), CPU, train mode, AdamW over the trainable parameters; a step is zero_grad +
 forward (all four losses) + backward + optimizer step. Each configuration runs in its own subprocess (rounds
@@ -68,7 +68,6 @@ def random_batch(config, batch_size: int, generator: torch.Generator) -> dict:
 
 
 def worker(mode: str, batch_size: int, steps: int) -> dict:
-    sys.path.insert(0, str(REPO_ROOT))
     from modeling_alta import AltaConfig, AltaForPreTraining
 
     torch.manual_seed(0)
@@ -110,9 +109,9 @@ def main(argv=None) -> None:
     runs = {"alta": [], "full": []}
     for _ in range(args.rounds):
         for mode in runs:
-            command = [sys.executable, __file__, "--worker", mode, "--batch-size", str(args.batch_size),
+            command = [sys.executable, "-m", "benchmarks.bench_model_training_step", "--worker", mode, "--batch-size", str(args.batch_size),
                        "--steps", str(args.steps)]
-            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            output = subprocess.run(command, check=True, cwd=REPO_ROOT, capture_output=True, text=True).stdout
             runs[mode].append(json.loads(output.strip().splitlines()[-1]))
     summary = {}
     for mode, results in runs.items():

@@ -5,13 +5,12 @@
    recipe of the official pipeline (full decode, convert to RGB, resize/crop/augment the RGB image, then gray).
 2. Evaluation preprocessing (one image -> 224 tensor), draft vs full decoding vs the official RGB recipe.
 
-    python benchmarks/bench_processing.py [--samples 12] [--rounds 3]
+    python -m benchmarks.bench_processing [--samples 12] [--rounds 3]
 """
 
 import argparse
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,19 +20,18 @@ from PIL import Image, ImageOps
 from transformers import BertTokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere, installed or not
 
-from processing import AltaImageProcessor, AltaProcessor, apply_augmentation, draw_augmentation  # noqa: E402
-from processing.image_processing_alta import _center_crop, _resize_shorter_side  # noqa: E402
+from processing import AltaImageProcessor, AltaProcessor, apply_augmentation, draw_augmentation
+from processing.image_processing_alta import _center_crop, _resize_shorter_side
 
-SHARED = REPO_ROOT.parent / "shared"
+FIXTURES = REPO_ROOT / "tests" / "fixtures"  # real radiographs and the tiny CXR-BERT vocabulary
 REPORT = ("Heart size is mildly enlarged. There is a small left pleural effusion. No pneumothorax. "
           "Mild pulmonary vascular congestion. Compared to the prior study the effusion is new.")
 
 
 def make_full_size_jpegs(folder: Path) -> list[Path]:
     """Four distinct 2544x3056 JPEGs (the size of a MIMIC PA view) made from a real MIMIC-style radiograph."""
-    source = Image.open(SHARED / "realdata" / "derived" / "rg1_mimic_cxr_jpg_style.jpg").convert("L")
+    source = Image.open(FIXTURES / "realdata" / "derived" / "rg1_mimic_cxr_jpg_style.jpg").convert("L")
     variants = [source, ImageOps.mirror(source), source.rotate(3, expand=False), ImageOps.autocontrast(source, cutoff=2)]
     paths = []
     for index, image in enumerate(variants):
@@ -89,7 +87,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median reported)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    tokenizer = BertTokenizer(vocab=str(SHARED / "golden/tiny/BiomedVLP-CXR-BERT-specialized/vocab.txt"), model_max_length=128)
+    tokenizer = BertTokenizer(vocab=str(FIXTURES / "golden_tiny/BiomedVLP-CXR-BERT-specialized/vocab.txt"), model_max_length=128)
     fast = AltaProcessor(AltaImageProcessor(draft_decoding=True), tokenizer)
     naive = AltaProcessor(AltaImageProcessor(draft_decoding=False), tokenizer)
     with tempfile.TemporaryDirectory() as folder:

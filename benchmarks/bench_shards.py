@@ -7,12 +7,11 @@ with augmentation, report and MLM). The three sources are timed alternately in o
 each is reported next to the median, as other jobs share the machine. Also reported:
 bytes on disk per image (source file, stored shard image, and the whole sharded dataset per embedded view).
 
-    python benchmarks/bench_shards.py [--studies 12] [--rounds 3]
+    python -m benchmarks.bench_shards [--studies 12] [--rounds 3]
 """
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,17 +23,16 @@ from PIL import Image, ImageOps
 from transformers import BertTokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere, installed or not
 
-from dataset_scripts.common import frame_to_dataset, save_dataset  # noqa: E402
-from dataset_scripts.mimic_cxr import PRETRAINING_FEATURES  # noqa: E402
-from dataset_scripts.shard_images import ShardOptions, encode_image, shard_images, shrink_radiograph  # noqa: E402
-from processing import AltaImageProcessor, AltaProcessor  # noqa: E402
-from training.data import StudyDataset, load_pretraining_split  # noqa: E402
+from dataset_scripts.common import frame_to_dataset, save_dataset
+from dataset_scripts.mimic_cxr import PRETRAINING_FEATURES
+from dataset_scripts.shard_images import ShardOptions, encode_image, shard_images, shrink_radiograph
+from processing import AltaImageProcessor, AltaProcessor
+from training.data import StudyDataset, load_pretraining_split
 
-from bench_dataset_mimic import cpu_name  # noqa: E402  (benchmarks/ is on sys.path for a script)
+from benchmarks.bench_dataset_mimic import cpu_name
 
-SHARED = REPO_ROOT.parent / "shared"
+FIXTURES = REPO_ROOT / "tests" / "fixtures"  # real radiographs and the tiny CXR-BERT vocabulary
 FULL_SIZE = (2544, 3056)  # a MIMIC-CXR-JPG PA view
 REPORT = ("Heart size is mildly enlarged. There is a small left pleural effusion. No pneumothorax. "
           "Mild pulmonary vascular congestion. Compared to the prior study the effusion is new.")
@@ -42,7 +40,7 @@ REPORT = ("Heart size is mildly enlarged. There is a small left pleural effusion
 
 def make_source(folder: Path, studies: int) -> Path:
     """Full-size JPEGs (quality 95) made from the real MIMIC-style radiograph, 4 views per study, and the dataset."""
-    base = Image.open(SHARED / "realdata" / "derived" / "rg1_mimic_cxr_jpg_style.jpg").convert("L")
+    base = Image.open(FIXTURES / "realdata" / "derived" / "rg1_mimic_cxr_jpg_style.jpg").convert("L")
     root = folder / "mimic"
     (root / "files").mkdir(parents=True)
     rows = []
@@ -80,7 +78,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (best and median reported)")
     parser.add_argument("--num-proc", type=int, default=None, help="sharding processes (default: all cores)")
     args = parser.parse_args()
-    tokenizer = BertTokenizer(vocab=str(SHARED / "golden/tiny/BiomedVLP-CXR-BERT-specialized/vocab.txt"), model_max_length=128)
+    tokenizer = BertTokenizer(vocab=str(FIXTURES / "golden_tiny/BiomedVLP-CXR-BERT-specialized/vocab.txt"), model_max_length=128)
     processor = AltaProcessor(AltaImageProcessor(), tokenizer)
     size = processor.image_processor.reconstruction_size
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,7 @@
 """Training throughput of `train.py` on the demo geometry: 1 vs 2 CPU processes, and the cost of data loading.
 
-    python benchmarks/bench_training_throughput.py --data /tmp/demo_data [--steps 20] [--rounds 1]
-    python benchmarks/bench_training_throughput.py --quick                  # smoke check: a few small steps
+    python -m benchmarks.bench_training_throughput --data /tmp/demo_data [--steps 20] [--rounds 1]
+    python -m benchmarks.bench_training_throughput --quick                  # smoke check: a few small steps
 
 Part 1 launches the real training loop (`accelerate launch train.py --config configs/demo.yaml`, no validation, no
 checkpoints within the run) three times with the same per-device batch: 1 process with OMP_NUM_THREADS=1, 1 process
@@ -35,18 +35,17 @@ import torch
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere, installed or not
 
-from dataset_scripts.demo import build_demo_data  # noqa: E402
-from dataset_scripts.demo_studies import DemoOptions  # noqa: E402
-from modeling_alta.losses_alta import clamp_logit_scales_  # noqa: E402
-from tests.processes import run_accelerate_on_cpu  # noqa: E402
-from training.arguments import parse_arguments  # noqa: E402
-from training.data import SAMPLE_COUNTERS, StudyDataset, build_train_loader, load_pretraining_split  # noqa: E402
-from training.model_setup import build_model_and_processor  # noqa: E402
-from training.optimization import build_optimizer, scaled_learning_rate  # noqa: E402
+from dataset_scripts.demo import build_demo_data
+from dataset_scripts.demo_studies import DemoOptions
+from modeling_alta.losses_alta import clamp_logit_scales_
+from devtools.processes import run_accelerate_on_cpu
+from training.arguments import parse_arguments
+from training.data import SAMPLE_COUNTERS, StudyDataset, build_train_loader, load_pretraining_split
+from training.model_setup import build_model_and_processor
+from training.optimization import build_optimizer, scaled_learning_rate
 
-from bench_dataset_mimic import cpu_name  # noqa: E402  (benchmarks/ is on sys.path for a script)
+from benchmarks.bench_dataset_mimic import cpu_name
 
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 SAMPLES_TAG = "train/samples_per_second"
@@ -272,7 +271,7 @@ def main(argv=None) -> None:
     results = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__, "quick": args.quick,
                "load_average_before": load_before[0], "load_average_after": load_after[0],
                "processes": processes, "loading": loading,
-               "command": " ".join(["python", "benchmarks/bench_training_throughput.py", *(argv or sys.argv[1:])])}
+               "command": " ".join(["python", "-m", "benchmarks.bench_training_throughput", *(argv or sys.argv[1:])])}
     print(f"\n{results['cpu']}, {results['cores']} cores, torch {results['torch']}; load average "
           f"{load_before[0]:.1f} before, {load_after[0]:.1f} after\n")
     print(markdown(results))

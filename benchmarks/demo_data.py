@@ -1,6 +1,6 @@
 """Demo data: generation time and size at the default options, and how separable the classes are.
 
-    python benchmarks/demo_data.py [--workers 1 2] [--probe-train-per-class 150] [--probe-test-per-class 60]
+    python -m benchmarks.demo_data [--workers 1 2] [--probe-train-per-class 150] [--probe-test-per-class 60]
 
 Prints, per worker count, the wall time, the CPU time (this process and its workers), the number of
 images and the size on disk of a default build; then the held-out accuracy of a logistic-regression
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,10 +25,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataset_scripts.demo import DemoOptions, build_demo_data, render_study  # noqa: E402
-from dataset_scripts.demo_phantom import CLASS_NAMES  # noqa: E402
+from dataset_scripts.demo import DemoOptions, build_demo_data, render_study
+from dataset_scripts.demo_phantom import CLASS_NAMES
 
 
 def _cpu_seconds() -> float:

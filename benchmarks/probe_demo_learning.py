@@ -1,8 +1,8 @@
 """Why the demo does not learn: the global contrastive loss alone, on the demo model, through different image paths.
 
-    python benchmarks/probe_demo_learning.py --data /tmp/demo_data --path frontal --steps 500
-    python benchmarks/probe_demo_learning.py --data /tmp/demo_data --path frontal --vision-attention-init mimetic
-    python benchmarks/probe_demo_learning.py --data /tmp/demo_data --path slots-frontal --mask-ratio 0.75 \
+    python -m benchmarks.probe_demo_learning --data /tmp/demo_data --path frontal --steps 500
+    python -m benchmarks.probe_demo_learning --data /tmp/demo_data --path frontal --vision-attention-init mimetic
+    python -m benchmarks.probe_demo_learning --data /tmp/demo_data --path slots-frontal --mask-ratio 0.75 \
         --vision-attention-init mimetic
 
 Every run trains the demo model (`configs/demo_from_scratch.yaml`, every weight trainable) with the global InfoNCE loss only, batch
@@ -18,7 +18,6 @@ Results and the commands behind them: benchmarks/RESULTS.md, "Why the demo does 
 """
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -27,18 +26,17 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))  # run as a script from anywhere, installed or not
 
-from evaluation import run_task  # noqa: E402
-from modeling_alta.losses_alta import clamp_logit_scales_, global_contrastive_loss  # noqa: E402
-from training.arguments import parse_arguments  # noqa: E402
-from training.data import StudyDataset, TrainingCollator, load_pretraining_split  # noqa: E402
-from training.model_setup import build_model_and_processor  # noqa: E402
+from evaluation import run_task
+from modeling_alta.losses_alta import clamp_logit_scales_, global_contrastive_loss
+from training.arguments import parse_arguments
+from training.data import StudyDataset, TrainingCollator, load_pretraining_split
+from training.model_setup import build_model_and_processor
 
 
 def image_embeddings(model, batch: dict, path: str) -> torch.Tensor:
     if path == "frontal":
-        return model.alta.get_image_features(batch["pixel_values"][:, 0])
+        return model.alta.get_image_features(batch["pixel_values"][:, 0]).pooler_output
     view_mask = batch["view_mask"].clone()
     if path == "slots-frontal":
         view_mask[:, 1:] = 0
@@ -82,7 +80,8 @@ def main(argv=None) -> None:
     while step < args.steps:
         for batch in loader:
             images = F.normalize(image_embeddings(model, batch, args.path), dim=-1)
-            texts = F.normalize(model.alta.get_text_features(batch["input_ids"], batch["attention_mask"]), dim=-1)
+            texts = model.alta.get_text_features(batch["input_ids"], batch["attention_mask"]).pooler_output
+            texts = F.normalize(texts, dim=-1)
             loss = global_contrastive_loss(images, texts, model.alta.logit_scale.exp())
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)

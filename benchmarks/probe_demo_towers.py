@@ -1,7 +1,7 @@
 """How much the demo towers' features carry, before any ALTA training (benchmarks/RESULTS.md, "Why the demo does not
 learn"):
 
-    python benchmarks/probe_demo_towers.py --towers demo_towers --data demo_data
+    python -m benchmarks.probe_demo_towers --towers demo_towers --data demo_data
 
 - spread of the features ALTA's global loss starts from: mean pairwise cosine and between-study share of the squared
   norm (1 - |mean|^2 / mean |x|^2) of the masked frontal [CLS], the four-slot pooled [CLS], the patch mean and the
@@ -15,12 +15,10 @@ learn"):
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch is imported
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402

@@ -96,7 +96,8 @@ def main(argv=None) -> None:
     parser.add_argument("--csv", required=True, help="chexpert_5x200.csv (GLoRIA/ALTA format, 1,000 rows)")
     parser.add_argument("--chexpert-root", required=True, help="folder that contains CheXpert-v1.0-small/")
     args = parser.parse_args(argv)
-    save_and_report(build_chexpert_5x200(args.csv, args.chexpert_root, args.check_files), args.output_dir, "CheXpert 5x200")
+    built = build_chexpert_5x200(args.csv, args.chexpert_root, args.check_files)
+    save_and_report(built, args.output_dir, "CheXpert 5x200", __doc__)
 
 
 __all__ = ["CLASS_NAMES", "FEATURES", "build_chexpert_5x200", "main", "single_positive_labels"]

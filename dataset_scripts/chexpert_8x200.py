@@ -110,7 +110,8 @@ def main(argv=None) -> None:
     parser.add_argument("--convirt-dir", required=True, help="folder with image-retrieval/ and text-retrieval/ from ConVIRT")
     parser.add_argument("--chexpert-root", required=True, help="folder that contains CheXpert-v1.0-small/")
     args = parser.parse_args(argv)
-    save_and_report(build_chexpert_8x200(args.convirt_dir, args.chexpert_root, args.check_files), args.output_dir, "CheXpert 8x200")
+    built = build_chexpert_8x200(args.convirt_dir, args.chexpert_root, args.check_files)
+    save_and_report(built, args.output_dir, "CheXpert 8x200", __doc__)
 
 
 __all__ = ["CLASS_NAMES", "build_chexpert_8x200", "main"]

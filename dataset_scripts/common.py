@@ -3,7 +3,7 @@
 A builder turns the user's raw files into a `pandas.DataFrame` per split, converts it with
 `frame_to_dataset` (content-derived fingerprint, explicit features) and hands the result to
 `save_dataset`, which writes the folder layout of the "Datasets" contract in `docs/design.md`:
-the `save_to_disk` output, `alta_dataset.json` and `build_summary.json`.
+the `save_to_disk` output, `alta_dataset.json`, `build_summary.json` and the dataset card `README.md`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from datasets.table import InMemoryTable
 from tqdm.auto import tqdm
+
+from .dataset_card import write_dataset_card
 
 DATASET_META_FILE = "alta_dataset.json"
 BUILD_SUMMARY_FILE = "build_summary.json"
@@ -153,9 +155,11 @@ def _write_json(path: Path, value: Mapping) -> None:
 
 
 def save_dataset(
-    dataset: datasets.Dataset | datasets.DatasetDict, output_dir: os.PathLike | str, meta: Mapping, summary: Mapping
+    dataset: datasets.Dataset | datasets.DatasetDict, output_dir: os.PathLike | str, meta: Mapping, summary: Mapping,
+    title: str | None = None, description: str | None = None,
 ) -> Path:
-    """Write `dataset` (`save_to_disk`), `alta_dataset.json` (= `meta`) and `build_summary.json` (= `summary`).
+    """Write `dataset` (`save_to_disk`), `alta_dataset.json` (= `meta`), `build_summary.json` (= `summary`) and
+    the dataset card `README.md` (`dataset_card.build_dataset_card`: `title`, `description` = the selection rules).
 
     `meta` must contain `kind` and `image_root`; `image_root` is stored as an absolute path. The folder
     is written next to `output_dir` first and then moved into place, so an interrupted build never
@@ -176,6 +180,7 @@ def save_dataset(
         dataset.save_to_disk(str(staging))
         _write_json(staging / DATASET_META_FILE, meta)
         _write_json(staging / BUILD_SUMMARY_FILE, summary)
+        write_dataset_card(staging, dataset, meta, summary, title, description)
         if output_dir.exists():
             retired = staging.with_name(staging.name + ".old")
             output_dir.rename(retired)
@@ -197,10 +202,11 @@ def builder_argument_parser(module: str, doc: str, check_files_help: str) -> arg
     return parser
 
 
-def save_and_report(built: tuple, output_dir: os.PathLike | str, title: str) -> Path:
-    """Save a builder's `(dataset, meta, summary)` with `save_dataset` and print the summary table."""
+def save_and_report(built: tuple, output_dir: os.PathLike | str, title: str, description: str | None = None) -> Path:
+    """Save a builder's `(dataset, meta, summary)` with `save_dataset` (its card gets `title` and `description`, the
+    builder's documentation) and print the summary table."""
     dataset, meta, summary = built
-    output = save_dataset(dataset, output_dir, meta, summary)
+    output = save_dataset(dataset, output_dir, meta, summary, title, description)
     print_summary(summary, title=f"{title} -> {output}")
     return output
 

@@ -1,7 +1,7 @@
 """Synthetic chest-radiograph corpus for the demo: pre-training studies, a zero-shot/retrieval
 evaluation set and a small WordPiece tokenizer, generated from a seed in seconds.
 
-    python -m dataset_scripts.demo --output-dir demo_data [--num-train-studies 1500] [--seed 0]
+    python -m dataset_scripts.demo --output-dir demo_data [--num-train-studies 1500] [--seed 0] [--push-to-hub REPO]
 
 Layout of OUT (the image paths in both datasets are relative to OUT, the `image_root`):
 
@@ -13,6 +13,11 @@ Layout of OUT (the image paths in both datasets are relative to OUT, the `image_
     tokenizer/   vocab.txt (+ tokenizer.json, tokenizer_config.json)
     studies.jsonl  the generator's ground truth per study (class, severity, side, lobe, devices, prior)
     build_summary.json
+    README.md    dataset card (also one in pretrain/ and eval/)
+
+`--push-to-hub REPO` pushes both datasets to the dataset repo REPO with `Image` columns (configurations "pretrain",
+the default, and "eval") and the card: `load_dataset(REPO)` gives the pre-training studies with their pictures,
+`load_dataset(REPO, "eval")` the evaluation set.
 
 The output is bitwise reproducible for a seed (see `demo_studies` for the random streams), except
 for the absolute `image_root` / `tokenizer_dir` in the JSON files.
@@ -34,6 +39,8 @@ from pathlib import Path
 import datasets
 
 from .common import save_dataset
+from .dataset_card import write_dataset_card
+from .dataset_hub import push_dataset_card, push_dataset_folder
 from .demo_phantom import CLASS_NAMES
 from .demo_reports import CLASS_PROMPTS
 from .demo_studies import (
@@ -59,6 +66,7 @@ __all__ = [
     "StudySpec",
     "build_demo_data",
     "main",
+    "push_demo_to_hub",
     "render_study",
     "sample_study",
 ]
@@ -84,16 +92,18 @@ def _generate_split(options: DemoOptions, split: str, root: Path, pool) -> tuple
     return list(rows), list(records)
 
 
-def _save_dataset(splits: dict[str, list[dict]], output_dir: Path, meta: dict, summary: dict) -> None:
+def _save_dataset(splits: dict[str, list[dict]], output_dir: Path, meta: dict, summary: dict,
+                  title: str) -> datasets.DatasetDict:
     dataset = datasets.DatasetDict({
         split: datasets.Dataset.from_list(rows, features=_features(split)) for split, rows in splits.items()})
     progress = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
-        save_dataset(dataset, output_dir, meta, summary)
+        save_dataset(dataset, output_dir, meta, summary, title, __doc__)
     finally:
         if progress:
             datasets.enable_progress_bars()
+    return dataset
 
 
 def _default_workers() -> int:
@@ -169,7 +179,8 @@ def _write_outputs(generated, options: DemoOptions, generator: dict, root: Path,
         "with_prior": {split: count_images(rows, ("prior_frontal_path",)) for split, rows in pretrain.items()},
         "skipped": {},
     }
-    _save_dataset(pretrain, root / "pretrain", {"kind": "pretraining", **common}, pretrain_summary)
+    pretrain_set = _save_dataset(pretrain, root / "pretrain", {"kind": "pretraining", **common}, pretrain_summary,
+                                 "ALTA demo pre-training studies (synthetic)")
 
     evaluation = {split: generated[split][0] for split in EVAL_SPLITS}
     eval_summary = {
@@ -181,7 +192,7 @@ def _write_outputs(generated, options: DemoOptions, generator: dict, root: Path,
     }
     eval_meta = {"kind": "demo", **common, "class_names": list(CLASS_NAMES),
                  "class_prompts": {name: list(prompts) for name, prompts in CLASS_PROMPTS.items()}}
-    _save_dataset(evaluation, root / "eval", eval_meta, eval_summary)
+    eval_set = _save_dataset(evaluation, root / "eval", eval_meta, eval_summary, "ALTA demo evaluation set (synthetic)")
 
     with open(root / "studies.jsonl", "w", encoding="utf-8") as handle:
         for split in STREAMS:
@@ -190,7 +201,23 @@ def _write_outputs(generated, options: DemoOptions, generator: dict, root: Path,
     summary = {"generator": generator, "pretrain": pretrain_summary, "eval": eval_summary,
                "tokenizer_vocab_size": len(vocab), "skipped": {}}
     (root / "build_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    both = datasets.DatasetDict({**{f"pretrain/{n}": s for n, s in pretrain_set.items()},
+                                 **{f"eval/{n}": s for n, s in eval_set.items()}})
+    write_dataset_card(root, both, {"kind": "demo", "generator": generator}, summary, "ALTA demo data (synthetic)",
+                       __doc__)
     return summary
+
+
+def push_demo_to_hub(output_dir: str | os.PathLike, repo_id: str, private: bool | None = None,
+                     token: str | None = None) -> None:
+    """Push a built demo folder: configuration "pretrain" (the default) and "eval", `Image` columns, the card."""
+    from huggingface_hub import DatasetCard
+
+    output_dir = Path(output_dir)
+    push_dataset_folder(output_dir / "pretrain", repo_id, config_name="pretrain", set_default=True, private=private,
+                        token=token)
+    push_dataset_folder(output_dir / "eval", repo_id, config_name="eval", token=token)
+    push_dataset_card(repo_id, DatasetCard.load(output_dir / "README.md"), token=token)
 
 
 def _parse_args(argv):
@@ -211,6 +238,8 @@ def _parse_args(argv):
     parser.add_argument("--vocab-size", type=int, default=defaults.vocab_size, help="largest tokenizer vocabulary")
     parser.add_argument("--num-workers", type=int, default=_default_workers(), help="rendering processes")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--push-to-hub", metavar="REPO", help="then push both datasets to this dataset repo")
+    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repo")
     return parser.parse_args(argv)
 
 
@@ -228,6 +257,10 @@ def main(argv=None) -> int:
         return 2
     print(json.dumps(summary, indent=2))
     print(f"demo data in {Path(args.output_dir).resolve()} ({time.perf_counter() - start:.1f} s)")
+    if args.push_to_hub:
+        push_demo_to_hub(args.output_dir, args.push_to_hub, private=args.private or None)
+        print(f"pushed to the dataset repo {args.push_to_hub}: load_dataset({args.push_to_hub!r}) or "
+              f"load_dataset({args.push_to_hub!r}, 'eval')")
     return 0
 
 

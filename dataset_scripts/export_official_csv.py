@@ -23,10 +23,12 @@ from pathlib import Path
 
 import datasets
 
+from processing import STUDY_VIEWS
+
 from .common import DatasetBuildError, load_dataset_meta
 
 OFFICIAL_COLUMNS = ("image_path", "auxview_image_path", "last_image_path", "last_auxview_image_path", "report")
-SOURCE_COLUMNS = ("frontal_path", "lateral_path", "prior_frontal_path", "prior_lateral_path")
+SOURCE_COLUMNS = tuple(f"{view}_path" for view in STUDY_VIEWS)  # in the order of OFFICIAL_COLUMNS' views
 MISSING_VIEW = "-1"
 
 

@@ -143,7 +143,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     built = build_mimic_5x200(args.root, args.reports, tuple(args.splits), args.per_class, args.seed, args.check_files)
-    save_and_report(built, args.output_dir, "MIMIC 5x200")
+    save_and_report(built, args.output_dir, "MIMIC 5x200", __doc__)
 
 
 __all__ = ["CLASS_NAMES", "FEATURES", "build_mimic_5x200", "main", "single_class_studies"]

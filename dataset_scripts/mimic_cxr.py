@@ -18,6 +18,9 @@ import datasets
 import numpy as np
 import pandas as pd
 
+from processing import STUDY_VIEWS
+
+from . import mimic_tables
 from .common import builder_argument_parser, content_fingerprint, frame_to_dataset, save_and_report
 from .mimic_reports import MimicReports, extract_report_texts
 from .mimic_tables import SPLITS, assign_priors, load_images, select_study_views
@@ -25,15 +28,15 @@ from .report_sections import REPORT_SECTION_MODES, report_text
 
 BUILDER_VERSION = "1.0.0"
 
+_ID, _TEXT = datasets.Value("int64"), datasets.Value("string")
+# the view paths in the model's slot order (processing.STUDY_VIEWS), the prior study's id before its two views
 PRETRAINING_FEATURES = datasets.Features({
-    "subject_id": datasets.Value("int64"),
-    "study_id": datasets.Value("int64"),
-    "frontal_path": datasets.Value("string"),
-    "lateral_path": datasets.Value("string"),
-    "prior_study_id": datasets.Value("int64"),
-    "prior_frontal_path": datasets.Value("string"),
-    "prior_lateral_path": datasets.Value("string"),
-    "report": datasets.Value("string"),
+    "subject_id": _ID,
+    "study_id": _ID,
+    **{f"{view}_path": _TEXT for view in STUDY_VIEWS[:2]},
+    "prior_study_id": _ID,
+    **{f"{view}_path": _TEXT for view in STUDY_VIEWS[2:]},
+    "report": _TEXT,
 })
 
 
@@ -117,7 +120,7 @@ def main(argv=None) -> None:
                              "full: the whole report on one line")
     args = parser.parse_args(argv)
     built = build_mimic_cxr(args.root, args.reports, args.report_sections, args.check_files)
-    save_and_report(built, args.output_dir, "MIMIC-CXR pre-training set")
+    save_and_report(built, args.output_dir, "MIMIC-CXR pre-training set", f"{__doc__}\n{mimic_tables.__doc__}")
 
 
 __all__ = ["PRETRAINING_FEATURES", "build_mimic_cxr", "main"]

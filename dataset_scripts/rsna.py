@@ -126,7 +126,8 @@ def main(argv=None) -> None:
     parser.add_argument("--test-list", help=f"default: ROOT/{LIST_FILES['test']}")
     parser.add_argument("--labels", help=f"Kaggle labels for the cross-check; default: ROOT/{LABELS_FILE} if present")
     args = parser.parse_args(argv)
-    save_and_report(build_rsna(args.root, args.val_list, args.test_list, args.labels, args.check_files), args.output_dir, "RSNA Pneumonia")
+    built = build_rsna(args.root, args.val_list, args.test_list, args.labels, args.check_files)
+    save_and_report(built, args.output_dir, "RSNA Pneumonia", __doc__)
 
 
 __all__ = ["CLASS_NAMES", "CLASS_PROMPTS", "build_rsna", "main", "read_patient_labels", "read_split_list"]

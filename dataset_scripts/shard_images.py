@@ -378,7 +378,7 @@ def shard_images(
         return None
     result = job.assemble()
     summary = job.summary(images, result)
-    save_dataset(result, job.output_dir, job.output_meta(), summary)
+    save_dataset(result, job.output_dir, job.output_meta(), summary, "Pre-resized image shards", __doc__)
     del result, images
     shutil.rmtree(job.work_dir)
     return summary

@@ -17,6 +17,7 @@ _EXPORTS = {
     "format_table": "report",
     "embed_images": "embedding",
     "embed_texts": "embedding",
+    "feature_tensor": "embedding",
     "mean_class_embeddings": "embedding",
     "ImageEmbeddings": "embedding",
     "TextProtocol": "embedding",

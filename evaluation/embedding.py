@@ -4,6 +4,8 @@ Only the interfaces of docs/design.md are used: `model.get_image_features(pixel_
 `model.get_text_features(input_ids=..., attention_mask=...)`, `processor(images=[...])`,
 `processor(text=[...], padding=..., max_length=..., truncation=...)`, and `load_radiograph` /
 `RadiographLoadError` from `processing`. Embeddings come back unnormalised, in float32, on the CPU.
+`feature_tensor` takes the bare features out of a `get_*_features` result on either convention (transformers 5's
+`BaseModelOutputWithPooling`, as ALTA returns it, or a plain tensor).
 """
 
 import logging
@@ -23,6 +25,7 @@ __all__ = [
     "embed_texts",
     "mean_class_embeddings",
     "eval_mode",
+    "feature_tensor",
     "model_device",
     "text_position_limit",
 ]
@@ -78,9 +81,11 @@ def _radiograph_reader():
 class _Radiographs(Dataset):
     """Decodes one radiograph per item; unreadable ones come back as errors instead of raising."""
 
-    def __init__(self, sources: Sequence, min_size: int | None):
+    def __init__(self, sources: Sequence, min_size: int | None, dicom_lut: bool = False):
         self.sources = sources
         self.min_size = min_size
+        # the image processor's DICOM option, passed only when set (a stand-in reader may not take it)
+        self.options = {"dicom_lut": True} if dicom_lut else {}
 
     def __len__(self):
         return len(self.sources)
@@ -90,7 +95,7 @@ class _Radiographs(Dataset):
         source = self.sources[index]
         name = source if isinstance(source, str) else f"<{type(source).__name__} at position {index}>"
         try:
-            return index, name, load_radiograph(source, min_size=self.min_size), None
+            return index, name, load_radiograph(source, min_size=self.min_size, **self.options), None
         except load_error as error:
             return index, name, None, str(error)
 
@@ -144,10 +149,14 @@ def eval_mode(model: torch.nn.Module):
         model.train(was_training)
 
 
-def _features(output) -> torch.Tensor:
-    """The projected features: ALTA returns a tensor; CLIP-like transformers 5 models a `pooler_output`."""
+def feature_tensor(output) -> torch.Tensor:
+    """The projected features of a `get_image_features` / `get_text_features` result, whichever convention the model
+    follows: ALTA and transformers 5's CLIP-like models return a `BaseModelOutputWithPooling` whose `pooler_output`
+    holds them (`return_dict=False`: a tuple, `pooler_output` second); older models return the tensor itself."""
     if isinstance(output, torch.Tensor):
         return output
+    if isinstance(output, tuple) and len(output) > 1 and isinstance(output[1], torch.Tensor):
+        return output[1]
     pooled = getattr(output, "pooler_output", None)
     if isinstance(pooled, torch.Tensor):
         return pooled
@@ -197,7 +206,8 @@ def embed_images(
     device = _place(model, device)
     dtype = _model_dtype(model)
     loader = DataLoader(
-        _Radiographs(images, _decode_size(processor) if draft_decode else None),
+        _Radiographs(images, _decode_size(processor) if draft_decode else None,
+                     bool(getattr(getattr(processor, "image_processor", None), "dicom_lut", False))),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_ProcessImages(processor),
@@ -208,7 +218,8 @@ def embed_images(
         for batch_indices, pixel_values, batch_failures in loader:
             failures.extend(batch_failures)
             if pixel_values is not None:
-                features = _features(model.get_image_features(pixel_values=pixel_values.to(device=device, dtype=dtype)))
+                output = model.get_image_features(pixel_values=pixel_values.to(device=device, dtype=dtype))
+                features = feature_tensor(output)
                 chunks.append(features.float().cpu())
                 indices.append(batch_indices)
             bar.update(len(batch_indices) + len(batch_failures))
@@ -285,7 +296,7 @@ def embed_texts(
             output = model.get_text_features(
                 input_ids=encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device)
             )
-            chunks.append(_features(output).float().cpu())
+            chunks.append(feature_tensor(output).float().cpu())
             bar.update(len(batch))
     return torch.cat(chunks)
 

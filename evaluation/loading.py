@@ -36,8 +36,8 @@ def _is_full_processor(processor) -> bool:
 
 
 def load_processor(model_dir: Path):
-    """`AutoProcessor` from the folder; if the folder has no processor files, the processing
-    package's builder for a model folder (`processing.load_processor` or `AltaProcessor.from_model_dir`)."""
+    """`AutoProcessor` from the folder (its own remote code); if the folder has no processor files,
+    `processing.load_processor` (the default image processor with the folder's tokenizer)."""
     from transformers import AutoProcessor
 
     problem = None
@@ -48,17 +48,14 @@ def load_processor(model_dir: Path):
         problem = f"AutoProcessor gave only a {type(processor).__name__}"
     except (OSError, ValueError, TypeError, KeyError) as error:
         problem = f"AutoProcessor failed: {error}"
-    import processing
+    from processing import load_processor as build_processor
 
-    builders = [
-        getattr(processing, "load_processor", None),
-        getattr(getattr(processing, "AltaProcessor", None), "from_model_dir", None),
-    ]
-    for builder in builders:
-        if builder is not None:
-            logger.info("%s: %s; building the processor with %s", model_dir, problem, builder.__qualname__)
-            return builder(model_dir)
-    raise ModelLoadError(f"{model_dir}: no usable processor ({problem}); save the processor into the model folder")
+    logger.info("%s: %s; building the processor with processing.load_processor", model_dir, problem)
+    try:
+        return build_processor(model_dir)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{model_dir}: no usable processor ({problem}; {error}); save the processor into the "
+                             "model folder") from error
 
 
 def load_model_and_processor(model: str, *, revision: str | None = None, token: str | bool | None = None, dtype=None):

@@ -209,9 +209,10 @@ prompts = ["There is pneumonia", "There is no pneumonia"]
 with torch.no_grad():
     pixel_values = processor(images=[image], return_tensors="pt")["pixel_values"]
     text = processor(text=prompts, padding="max_length", max_length=10, return_tensors="pt")
-    image_embedding = F.normalize(model.get_image_features(pixel_values=pixel_values), dim=-1)
+    image_embedding = F.normalize(model.get_image_features(pixel_values=pixel_values).pooler_output, dim=-1)
     text_embedding = F.normalize(
-        model.get_text_features(input_ids=text["input_ids"], attention_mask=text["attention_mask"]), dim=-1
+        model.get_text_features(input_ids=text["input_ids"], attention_mask=text["attention_mask"]).pooler_output,
+        dim=-1,
     )
 probabilities = (image_embedding @ text_embedding.T).softmax(dim=-1)
 print(f"pneumonia score: {{probabilities[0, 0]:.3f}}")

@@ -1,4 +1,4 @@
-"""ALTA's evaluation protocols (spec: ALTA.md section 7, data_formats.md sections 3-4) and `run_task`.
+"""ALTA's evaluation protocols (docs/evaluation.md "Protocols", docs/datasets.md "Evaluation sets") and `run_task`.
 
 Every task embeds its images and texts once (through an optional on-disk cache), computes its
 metrics with the functions in `evaluation.metrics`, and returns one JSON-serialisable result; with

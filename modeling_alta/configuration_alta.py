@@ -140,6 +140,12 @@ class AltaConfig(PretrainedConfig):
         return (self.vision_config.image_size // self.vision_config.patch_size) ** 2
 
     @property
+    def loss_weights(self) -> dict[str, float]:
+        """Weight of each loss in the total, by the name of its output field (the one mapping every loss sum uses)."""
+        return {"global_loss": self.global_loss_weight, "local_loss": self.local_loss_weight,
+                "reconstruction_loss": self.reconstruction_loss_weight, "mlm_loss": self.mlm_loss_weight}
+
+    @property
     def reconstruction_patch_size(self) -> int:
         """Pixel width of a reconstruction-target patch (32 at the defaults)."""
         return self.vision_config.patch_size * self.reconstruction_image_size // self.vision_config.image_size

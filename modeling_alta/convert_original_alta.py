@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertTokenizer
 
-from .configuration_alta import AltaConfig
+from .configuration_alta import ALTA_VISION_DEFAULTS, AltaConfig
 from .modeling_alta import AltaForPreTraining
 
 __all__ = [
@@ -42,6 +42,8 @@ __all__ = [
 
 # The official training length of reports (tokenizer setting written next to the converted model).
 OFFICIAL_MAX_LENGTH = 128
+# the image tower's and decoder's LayerNorm eps of the configuration defaults (the official 1e-6)
+LAYER_NORM_EPS = ALTA_VISION_DEFAULTS["layer_norm_eps"]
 # Attention head widths of the official model (ViT-B: 768 / 12 heads; MRM decoder: 768 / 6 heads): the tensors do not
 # tell the head count, these give the defaults.
 OFFICIAL_ENCODER_HEAD_WIDTH = 64
@@ -272,7 +274,7 @@ def infer_vision_config(
     state_dict: dict,
     vision_num_attention_heads: int | None = None,
     decoder_num_attention_heads: int | None = None,
-    layer_norm_eps: float = 1e-6,
+    layer_norm_eps: float = LAYER_NORM_EPS,
     mask_ratio: float = 0.75,
     norm_pix_loss: bool = True,
     what: str = "official ALTA",
@@ -318,7 +320,7 @@ def infer_alta_config(
     text_config: BertConfig,
     vision_num_attention_heads: int | None = None,
     decoder_num_attention_heads: int | None = None,
-    layer_norm_eps: float = 1e-6,
+    layer_norm_eps: float = LAYER_NORM_EPS,
     mask_ratio: float = 0.75,
     norm_pix_loss: bool = True,
 ) -> AltaConfig:
@@ -367,11 +369,12 @@ def convert_checkpoint(
     *,
     vision_num_attention_heads: int | None = None,
     decoder_num_attention_heads: int | None = None,
-    layer_norm_eps: float = 1e-6,
+    layer_norm_eps: float = LAYER_NORM_EPS,
     max_length: int = OFFICIAL_MAX_LENGTH,
 ) -> AltaForPreTraining:
     """Convert `checkpoint` (ALTA.pth) with the text geometry and vocabulary of `text_model_dir`; if `output_dir`
-    is given, write the model (safetensors, in-memory key names, `auto_map`) and the tokenizer there."""
+    is given, write the model (safetensors, in-memory key names, `auto_map`) and its processor (image processor and
+    tokenizer) there."""
     state_dict, args = load_original_checkpoint(checkpoint)
     text_config, raw_text_config = read_text_config(text_model_dir)
     config = infer_alta_config(
@@ -419,14 +422,21 @@ def convert_checkpoint(
 
 
 def save_converted(model, tokenizer, output_dir) -> None:
-    """`save_pretrained` of the model and the tokenizer into `output_dir`, staged beside it so that an interrupted
-    conversion leaves no half-written folder."""
+    """`save_pretrained` of the model and its processor (the default ALTA image processor with `tokenizer`,
+    reports padded to the tokenizer's `model_max_length`) into `output_dir`, so that `AutoProcessor` and
+    `transformers.pipeline` work on the folder at once. The folder is staged beside `output_dir` so that an
+    interrupted conversion leaves no half-written folder."""
+    # The converters are command-line tools, not remote code (no file copied into a model folder imports them), so
+    # they may use the processing package; importing it here keeps `import modeling_alta` free of it.
+    from processing import AltaImageProcessor, AltaProcessor
+
+    processor = AltaProcessor(AltaImageProcessor(), tokenizer, max_length=tokenizer.model_max_length)
     output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
         model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        processor.save_pretrained(staging)
         output_dir.mkdir(exist_ok=True)
         for path in staging.iterdir():
             os.replace(path, output_dir / path.name)
@@ -457,7 +467,7 @@ def main(argv=None) -> int:
                         help=f"default: width / {OFFICIAL_ENCODER_HEAD_WIDTH}")
     parser.add_argument("--decoder-num-attention-heads", type=int, default=None,
                         help=f"default: width / {OFFICIAL_DECODER_HEAD_WIDTH}")
-    parser.add_argument("--layer-norm-eps", type=float, default=1e-6, help="image tower and decoder LayerNorm eps")
+    parser.add_argument("--layer-norm-eps", type=float, default=LAYER_NORM_EPS, help="image tower and decoder LayerNorm eps")
     parser.add_argument("--max-length", type=int, default=OFFICIAL_MAX_LENGTH, help="tokenizer model_max_length")
     args = parser.parse_args(argv)
     try:

@@ -32,6 +32,7 @@ from safetensors.torch import load_file
 
 from .configuration_alta import AltaConfig
 from .convert_original_alta import (
+    LAYER_NORM_EPS,
     OFFICIAL_MAX_LENGTH,
     ConversionError,
     build_tokenizer,
@@ -204,7 +205,7 @@ def build_from_pretrained_towers(
     config_overrides: dict | None = None,
     vision_num_attention_heads: int | None = None,
     decoder_num_attention_heads: int | None = None,
-    layer_norm_eps: float = 1e-6,
+    layer_norm_eps: float = LAYER_NORM_EPS,
     seed: int = 0,
 ) -> tuple[AltaForPreTraining, TowerConversionReport]:
     """
@@ -356,7 +357,7 @@ def main(argv=None) -> int:
                         help='AltaConfig fields as JSON, or @file.json, e.g. \'{"adapter_type": "lora", "lora_rank": 193}\'')
     parser.add_argument("--vision-num-attention-heads", type=int, default=None, help="default: width / 64 (MRM: 12)")
     parser.add_argument("--decoder-num-attention-heads", type=int, default=None, help="default: width / 128 (MRM: 6)")
-    parser.add_argument("--layer-norm-eps", type=float, default=1e-6, help="image tower and decoder LayerNorm eps")
+    parser.add_argument("--layer-norm-eps", type=float, default=LAYER_NORM_EPS, help="image tower and decoder LayerNorm eps")
     parser.add_argument("--max-length", type=int, default=OFFICIAL_MAX_LENGTH, help="tokenizer model_max_length")
     parser.add_argument("--seed", type=int, default=0, help="seed of the freshly initialised parts")
     args = parser.parse_args(argv)

@@ -18,7 +18,8 @@ from transformers import initialization as init
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.models.bert.modeling_bert import BertOnlyMLMHead
 from transformers.models.vit_mae.modeling_vit_mae import ViTMAEDecoder, build_2d_sinusoidal_position_embedding
-from transformers.utils import ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.utils import ModelOutput, can_return_tuple
 
 from .adapters_alta import ADAPTER_NAME, tower_adapter_config
 from .configuration_alta import AltaConfig
@@ -141,6 +142,19 @@ def _check_shape(tensor, name: str, expected: tuple, what: str) -> None:
         raise ValueError(f"{name} must have shape {what}, got {list(shape)}")
 
 
+def tower_trainable_parameters(tower: nn.Module):
+    """ALTA's trainable set inside one tower: its adapter weights (bottleneck or LoRA) and every LayerNorm."""
+    for module in tower.modules():
+        if isinstance(module, BaseTunerLayer):
+            for layer_name in module.adapter_layer_names:
+                container = getattr(module, layer_name)  # ModuleDict or ParameterDict keyed by adapter
+                if ADAPTER_NAME in container:
+                    adapter = container[ADAPTER_NAME]
+                    yield from adapter.parameters() if isinstance(adapter, nn.Module) else [adapter]
+        elif isinstance(module, nn.LayerNorm):
+            yield from module.parameters()
+
+
 def _zero_init_adapter_parameters(module: nn.Module):
     """Parameters of the adapter parts that start at zero (bottleneck up-projections, LoRA B), duck-typed."""
     for attribute in ("bottleneck_up", "lora_B"):
@@ -236,10 +250,16 @@ class AltaPreTrainedModel(PreTrainedModel):
             # transformers maps only the saved class; both live in this file, and a pre-training folder must also
             # load through AutoModel (an inference folder through AutoModelForPreTraining) with remote code
             module = type(self).__module__.rsplit(".", 1)[-1]
+            # and through AutoModelForImageClassification (the image tower + a fresh head); importing it here (it
+            # imports this module) also makes save_pretrained copy its file
+            from .classification_alta import AltaForImageClassification
+
+            classifier = AltaForImageClassification
             self.config.auto_map = {
                 **(getattr(self.config, "auto_map", None) or {}),
                 "AutoModel": f"{module}.AltaModel",
                 "AutoModelForPreTraining": f"{module}.AltaForPreTraining",
+                "AutoModelForImageClassification": f"{classifier.__module__.rsplit('.', 1)[-1]}.{classifier.__name__}",
             }
             # `pipeline(task, model=folder, trust_remote_code=True)` then uses ALTA's pipelines (pipelines_alta.py)
             self.config.custom_pipelines = custom_pipelines_config()
@@ -250,7 +270,7 @@ class AltaPreTrainedModel(PreTrainedModel):
 
     def apply_trainable_policy(self) -> None:
         """
-        Freeze everything except ALTA's trainable set (spec §3): the adapters, every LayerNorm of both towers and of
+        Freeze everything except ALTA's trainable set (docs/model.md, "Adapters and the trainable set"): the adapters, every LayerNorm of both towers and of
         the decoder, the projection heads, the logit scales, the image [CLS] token, the view and temporal
         embeddings, the decoder's input embedding, mask token and prediction layer, and the masked-LM head's
         transform and bias (not its decoder matrix, which is the frozen word-embedding matrix).
@@ -310,15 +330,7 @@ class AltaModel(AltaPreTrainedModel):
 
     def _trainable_parameters(self):
         for tower in (self.vision_model, self.text_model):
-            for module in tower.modules():
-                if isinstance(module, BaseTunerLayer):
-                    for layer_name in module.adapter_layer_names:
-                        container = getattr(module, layer_name)  # ModuleDict or ParameterDict keyed by adapter
-                        if ADAPTER_NAME in container:
-                            adapter = container[ADAPTER_NAME]
-                            yield from adapter.parameters() if isinstance(adapter, nn.Module) else [adapter]
-                elif isinstance(module, nn.LayerNorm):
-                    yield from module.parameters()
+            yield from tower_trainable_parameters(tower)
         for head in (self.visual_projection, self.visual_local_projection, self.text_projection, self.text_local_projection):
             yield from head.parameters()
         yield from (self.logit_scale, self.local_logit_scales, self.view_embedding, self.temporal_embedding)
@@ -343,12 +355,16 @@ class AltaModel(AltaPreTrainedModel):
         self._set_adapters_enabled(False)
 
     def get_adapter_state_dict(self, adapter_name: str | None = None, state_dict: dict | None = None) -> dict:
-        """The adapter weights of both towers (peft's `get_peft_model_state_dict`), keys prefixed by the tower."""
+        """The adapter weights of both towers (peft's `get_peft_model_state_dict`), keys prefixed by the tower; taken
+        from `state_dict` (a state dict of this model, e.g. a checkpoint's) instead of the model when given."""
         adapter_name = adapter_name or ADAPTER_NAME
+        parts = {prefix: None if state_dict is None else
+                 {key[len(prefix) + 1 :]: value for key, value in state_dict.items() if key.startswith(prefix + ".")}
+                 for prefix in self._towers()}
         return {
             f"{prefix}.{key}": value
             for prefix, tower in self._towers().items()
-            for key, value in get_peft_model_state_dict(tower, adapter_name=adapter_name).items()
+            for key, value in get_peft_model_state_dict(tower, parts[prefix], adapter_name=adapter_name).items()
         }
 
     def set_adapter_state_dict(self, state_dict: dict, adapter_name: str | None = None) -> None:
@@ -396,9 +412,15 @@ class AltaModel(AltaPreTrainedModel):
         tokens = torch.cat([cls, patches], dim=1) + self.slot_embeddings(1)[0]
         return self.vision_encoder(tokens)
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Projected, unnormalised image features `(B, projection_dim)` of current frontal images `(B, C, H, W)`."""
-        return self.visual_projection(self.vision_hidden_states(pixel_values)[:, 0])
+    @can_return_tuple
+    def get_image_features(self, pixel_values: torch.Tensor) -> BaseModelOutputWithPooling:
+        """
+        Image features of current frontal images `(B, C, H, W)`, as transformers 5's `CLIPModel` returns them:
+        `pooler_output` holds the projected, unnormalised [CLS] features `(B, projection_dim)`, `last_hidden_state`
+        the image tower output `(B, 1 + N, hidden)`. `return_dict=False` gives the tuple.
+        """
+        hidden = self.vision_hidden_states(pixel_values)
+        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=self.visual_projection(hidden[:, 0]))
 
     def get_image_local_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Local (region) features `(B, N, projection_dim)` of all patches of unmasked images `(B, C, H, W)`."""
@@ -422,9 +444,17 @@ class AltaModel(AltaPreTrainedModel):
         )
         return self.text_model.encoder(hidden_states, attention_mask=mask).last_hidden_state
 
-    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Projected, unnormalised [CLS] features `(B, projection_dim)` of token ids `(B, L)`."""
-        return self.text_projection(self.text_hidden_states(input_ids, attention_mask)[:, 0])
+    @can_return_tuple
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> BaseModelOutputWithPooling:
+        """
+        Text features of token ids `(B, L)`, as transformers 5's `CLIPModel` returns them: `pooler_output` holds the
+        projected, unnormalised [CLS] features `(B, projection_dim)`, `last_hidden_state` the text tower output
+        `(B, L, hidden)`. `return_dict=False` gives the tuple.
+        """
+        hidden = self.text_hidden_states(input_ids, attention_mask)
+        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=self.text_projection(hidden[:, 0]))
 
     def get_text_local_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
         """Local (word) features `(B, L - 1, projection_dim)` of the tokens after [CLS] (padding included)."""
@@ -439,8 +469,8 @@ class AltaModel(AltaPreTrainedModel):
     ) -> AltaOutput:
         if input_ids is None or pixel_values is None:
             raise ValueError("AltaModel.forward needs both input_ids and pixel_values")
-        image_embeds = F.normalize(self.get_image_features(pixel_values), dim=-1)
-        text_embeds = F.normalize(self.get_text_features(input_ids, attention_mask), dim=-1)
+        image_embeds = F.normalize(self.get_image_features(pixel_values).pooler_output, dim=-1)
+        text_embeds = F.normalize(self.get_text_features(input_ids, attention_mask).pooler_output, dim=-1)
         logit_scale = self.logit_scale.exp()
         logits_per_text = logit_scale * text_embeds @ image_embeds.t()
         loss = None
@@ -518,7 +548,9 @@ class AltaForPreTraining(AltaPreTrainedModel):
         self.alta.disable_adapters()
 
     def get_adapter_state_dict(self, adapter_name: str | None = None, state_dict: dict | None = None) -> dict:
-        return self.alta.get_adapter_state_dict(adapter_name)
+        if state_dict is not None:  # this model's keys start with "alta."
+            state_dict = {key.removeprefix("alta."): value for key, value in state_dict.items()}
+        return self.alta.get_adapter_state_dict(adapter_name, state_dict)
 
     def set_adapter_state_dict(self, state_dict: dict, adapter_name: str | None = None) -> None:
         self.alta.set_adapter_state_dict(state_dict, adapter_name)
@@ -658,12 +690,7 @@ class AltaForPreTraining(AltaPreTrainedModel):
             )
         if with_mlm:
             losses["mlm_loss"] = masked_lm_loss(mlm_logits, mlm_labels)
-        weights = {
-            "global_loss": config.global_loss_weight,
-            "local_loss": config.local_loss_weight,
-            "reconstruction_loss": config.reconstruction_loss_weight,
-            "mlm_loss": config.mlm_loss_weight,
-        }
+        weights = config.loss_weights
         loss = sum(weights[name] * value for name, value in losses.items()) if losses else None
 
         return AltaForPreTrainingOutput(

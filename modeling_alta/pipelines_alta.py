@@ -7,10 +7,9 @@
 They are the stock pipelines with two changes: images go to the folder's image processor as they are given (the
 ALTA image processor reads paths of JPEG/PNG/DICOM files, PIL images and arrays, where the stock pipelines would
 open paths with PIL and fail on DICOM), and the features are ALTA's (its projected embeddings as the pooled output).
-The folder needs the processor files (`AltaProcessor.save_pretrained(DIR)`) next to the model.
+The folder needs the processor files next to the model (the converters, `train.py` and the demo write them).
 """
 
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.pipelines.feature_extraction import FeatureExtractionPipeline
 from transformers.pipelines.image_feature_extraction import ImageFeatureExtractionPipeline
 from transformers.pipelines.zero_shot_image_classification import ZeroShotImageClassificationPipeline
@@ -51,22 +50,23 @@ class AltaZeroShotImageClassificationPipeline(_AltaPipelineMixin, ZeroShotImageC
 class AltaImageFeatureExtractionPipeline(_AltaPipelineMixin, ImageFeatureExtractionPipeline):
     """
     Image features: `pipe(image)` gives the image tower's last hidden state `[1, 1 + N, hidden]` (as the stock
-    pipeline); `pipe(image, pool=True)` gives ALTA's projected image embedding `[1, projection_dim]` (= the
-    model's `get_image_features`, not normalised). `return_tensors=True` returns tensors instead of lists.
+    pipeline); `pipe(image, pool=True)` gives ALTA's projected image embedding `[1, projection_dim]` (the
+    `pooler_output` of the model's `get_image_features`, not normalised). `return_tensors=True` returns tensors
+    instead of lists.
     """
 
     def preprocess(self, image, timeout=None, **image_processor_kwargs):
         return self.image_processor(images=[image], return_tensors="pt", **image_processor_kwargs).to(self.dtype)
 
     def _forward(self, model_inputs):
-        hidden = self.model.vision_hidden_states(model_inputs["pixel_values"])
-        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=self.model.visual_projection(hidden[:, 0]))
+        return self.model.get_image_features(model_inputs["pixel_values"], return_dict=True)
 
 
 class AltaTextFeatureExtractionPipeline(_AltaPipelineMixin, FeatureExtractionPipeline):
     """
     Report features: `pipe(text)` gives the text tower's last hidden state `[1, L, hidden]` (as the stock pipeline);
-    `pipe(text, pool=True)` gives ALTA's projected text embedding `[1, projection_dim]` (= `get_text_features`).
+    `pipe(text, pool=True)` gives ALTA's projected text embedding `[1, projection_dim]` (the `pooler_output` of
+    `get_text_features`).
     """
 
     def _sanitize_parameters(self, truncation=None, tokenize_kwargs=None, return_tensors=None, pool=None, **kwargs):
@@ -80,8 +80,9 @@ class AltaTextFeatureExtractionPipeline(_AltaPipelineMixin, FeatureExtractionPip
         return self.tokenizer(inputs, return_tensors="pt", **tokenize_kwargs)
 
     def _forward(self, model_inputs):
-        hidden = self.model.text_hidden_states(model_inputs["input_ids"], model_inputs.get("attention_mask"))
-        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=self.model.text_projection(hidden[:, 0]))
+        return self.model.get_text_features(
+            model_inputs["input_ids"], model_inputs.get("attention_mask"), return_dict=True
+        )
 
     def postprocess(self, model_outputs, return_tensors=False, pool=False):
         outputs = model_outputs["pooler_output" if pool else "last_hidden_state"]

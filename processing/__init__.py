@@ -1,7 +1,7 @@
 """Everything between a user's files and ALTA's tensors: radiograph decoding, image/text processing, MLM corruption."""
 
 from .augmentation_alta import AugmentationDraw, AugmentationSettings, apply_augmentation, draw_augmentation
-from .image_processing_alta import ALTA_IMAGE_MEAN, ALTA_IMAGE_STD, AltaImageProcessor
+from .image_processing_alta import ALTA_IMAGE_MEAN, ALTA_IMAGE_STD, STUDY_VIEWS, AltaImageProcessor
 from .processing_alta import MLM_STRATEGIES, PRETRAINING_KEYS, AltaPreTrainingCollator, AltaProcessor, load_processor
 from .radiograph_io import RadiographLoadError, load_radiograph
 from .report_text import clean_report_gloria, shuffle_sentences, split_sentences
@@ -14,6 +14,7 @@ __all__ = [
     "ALTA_IMAGE_STD",
     "MLM_STRATEGIES",
     "PRETRAINING_KEYS",
+    "STUDY_VIEWS",
     "AltaImageProcessor",
     "AltaPreTrainingCollator",
     "AltaProcessor",

@@ -30,17 +30,18 @@ __all__ = ["ALTA_IMAGE_MEAN", "ALTA_IMAGE_STD", "AltaImageProcessor", "AltaImage
 ALTA_IMAGE_MEAN = [0.4785, 0.4785, 0.4785]
 ALTA_IMAGE_STD = [0.2834, 0.2834, 0.2834]
 
-# Slot order of a training study (the model's view slots).
+# Slot order of a training study (the model's view slots); the view columns of every dataset follow it.
 STUDY_VIEWS = ("frontal", "lateral", "prior_frontal", "prior_lateral")
 # Views that share an augmentation draw: 0 = the frontal pair, 1 = the lateral pair.
 _DRAW_OF_VIEW = {"frontal": 0, "lateral": 1, "prior_frontal": 0, "prior_lateral": 1}
+_RETURN_TENSORS = ("pt", "np", None)
 
 
 class AltaImageProcessorKwargs(ImagesKwargs, total=False):
     reconstruction_size: int
     reconstruction_crop_size: int
-    num_view_slots: int
     draft_decoding: bool
+    dicom_lut: bool
     augment_degrees: float
     augment_translate: float
     augment_scale_min: float
@@ -80,9 +81,11 @@ class AltaImageProcessor(PilBackend):
         reconstruction_size (`int`, *optional*, defaults to 512): shorter side of the current frontal view before its
             crop, in training.
         reconstruction_crop_size (`int`, *optional*, defaults to 448): the reconstruction target's side.
-        num_view_slots (`int`, *optional*, defaults to 4): view slots of a training study.
         draft_decoding (`bool`, *optional*, defaults to `True`): decode JPEG files at a reduced DCT scale when the
             file is much larger than needed.
+        dicom_lut (`bool`, *optional*, defaults to `False`): apply the DICOM modality and VOI LUT (window) when reading
+            DICOM files (see [`load_radiograph`]); by default the stored values are scaled by their maximum, as ALTA's
+            evaluation does.
         augment_* : ranges of the training augmentation (official recipe by default).
     """
 
@@ -101,20 +104,24 @@ class AltaImageProcessor(PilBackend):
     image_std = ALTA_IMAGE_STD
     reconstruction_size = 512
     reconstruction_crop_size = 448
-    num_view_slots = 4
     draft_decoding = True
-    augment_degrees = 20.0
-    augment_translate = 0.1
-    augment_scale_min = 0.95
-    augment_scale_max = 1.05
-    augment_shear = 10.0
-    augment_brightness = 0.2
-    augment_contrast = 0.2
+    dicom_lut = False
+    # the official ranges, as AugmentationSettings defines them
+    augment_degrees = AugmentationSettings.degrees
+    augment_translate = AugmentationSettings.translate
+    augment_scale_min = AugmentationSettings.scale_min
+    augment_scale_max = AugmentationSettings.scale_max
+    augment_shear = AugmentationSettings.shear
+    augment_brightness = AugmentationSettings.brightness
+    augment_contrast = AugmentationSettings.contrast
 
     def __init__(self, **kwargs):
+        # the slots are STUDY_VIEWS, not a setting; configs saved by earlier versions still say 4
+        slots = kwargs.pop("num_view_slots", len(STUDY_VIEWS))
+        if slots != len(STUDY_VIEWS):
+            raise ValueError(f"the image processor fills exactly {len(STUDY_VIEWS)} view slots ({', '.join(STUDY_VIEWS)}), "
+                             f"got num_view_slots={slots}")
         super().__init__(**kwargs)
-        if self.num_view_slots != len(STUDY_VIEWS):
-            raise ValueError(f"num_view_slots must be {len(STUDY_VIEWS)} ({', '.join(STUDY_VIEWS)}), got {self.num_view_slots}")
         if self.reconstruction_crop_size > self.reconstruction_size:
             raise ValueError(
                 f"reconstruction_crop_size ({self.reconstruction_crop_size}) exceeds reconstruction_size "
@@ -122,6 +129,10 @@ class AltaImageProcessor(PilBackend):
             )
         if min(self.crop_size.height, self.crop_size.width) > self.size.shortest_edge:
             raise ValueError(f"crop_size {dict(self.crop_size)} exceeds size {dict(self.size)}")
+
+    @property
+    def num_view_slots(self) -> int:
+        return len(STUDY_VIEWS)
 
     # ----- pieces ------------------------------------------------------------------------------------------------
     @property
@@ -137,7 +148,9 @@ class AltaImageProcessor(PilBackend):
         )
 
     def _load(self, source, shorter_side: int) -> Image.Image:
-        return load_radiograph(source, min_size=shorter_side if self.draft_decoding else None)
+        return load_radiograph(
+            source, min_size=shorter_side if self.draft_decoding else None, dicom_lut=self.dicom_lut
+        )
 
     def _to_tensor(self, image: Image.Image) -> torch.Tensor:
         """8-bit gray -> normalised float tensor `(3, H, W)` (channels as ALTA's 3-channel input)."""
@@ -173,6 +186,8 @@ class AltaImageProcessor(PilBackend):
             raise ValueError("no images given")
         tensors = [self.preprocess_one(image) for image in images]
         pixel_values = torch.stack(tensors)
+        if return_tensors not in _RETURN_TENSORS:
+            raise ValueError(f"return_tensors must be one of {_RETURN_TENSORS}, got {return_tensors!r}")
         if return_tensors in (None, "np"):
             pixel_values = pixel_values.numpy()
         return BatchFeature(data={"pixel_values": pixel_values}, tensor_type=None)

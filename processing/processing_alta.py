@@ -133,11 +133,6 @@ class AltaProcessor(ProcessorMixin):
         tokenizer = BertTokenizer.from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
         return [image_processor, tokenizer]
 
-    @classmethod
-    def from_model_dir(cls, model_dir: str | os.PathLike, **kwargs) -> "AltaProcessor":
-        """See [`load_processor`]."""
-        return load_processor(model_dir, **kwargs)
-
 
 def load_processor(model_dir: str | os.PathLike, **kwargs) -> AltaProcessor:
     """

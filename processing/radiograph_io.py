@@ -38,7 +38,7 @@ def describe_source(source) -> str:
     return f"object of type {type(source).__name__}"
 
 
-def load_radiograph(source, *, min_size: int | None = None) -> Image.Image:
+def load_radiograph(source, *, min_size: int | None = None, dicom_lut: bool = False) -> Image.Image:
     """
     Load a radiograph as an 8-bit grayscale (`"L"`) PIL image.
 
@@ -48,6 +48,10 @@ def load_radiograph(source, *, min_size: int | None = None) -> Image.Image:
         min_size (`int`, *optional*): the smallest shorter side the caller needs. JPEG files are then decoded at a
             reduced DCT scale (1/2, 1/4 or 1/8) that keeps the shorter side at or above `min_size`: several times faster
             for full-size radiographs, within a small tolerance of full decoding followed by the same resize.
+        dicom_lut (`bool`, *optional*, defaults to `False`): for DICOM files, apply the modality LUT (rescale slope and
+            intercept) and the VOI LUT or window (centre/width) the file carries, with pydicom, then stretch the
+            result's range to 0-255. By default the stored values are scaled by their maximum, the rule of ALTA's
+            evaluation and of MIMIC-CXR-JPG-like exports.
 
     Integer data deeper than 8 bits (16-bit PNG/TIFF, DICOM) is scaled to 0-255 by its maximum, DICOM MONOCHROME1 is
     inverted, colour images are converted to luminance.
@@ -57,7 +61,7 @@ def load_radiograph(source, *, min_size: int | None = None) -> Image.Image:
             unsupported channel counts, images smaller than `MIN_IMAGE_SIDE`.
     """
     if isinstance(source, (str, os.PathLike)):
-        image = _load_file(Path(source), min_size)
+        image = _load_file(Path(source), min_size, dicom_lut)
     elif isinstance(source, Image.Image):
         image = _pil_to_gray(source, source)
     elif isinstance(source, np.ndarray) or _is_torch_tensor(source):
@@ -81,13 +85,13 @@ def _to_numpy(value) -> np.ndarray:
     return value.detach().cpu().numpy()
 
 
-def _load_file(path: Path, min_size: int | None) -> Image.Image:
+def _load_file(path: Path, min_size: int | None, dicom_lut: bool = False) -> Image.Image:
     if not path.is_file():
         raise RadiographLoadError(path, "file not found" if not path.exists() else "not a regular file")
     if path.stat().st_size == 0:
         raise RadiographLoadError(path, "file is empty (0 bytes)")
     if _looks_like_dicom(path):
-        return _load_dicom(path)
+        return _load_dicom(path, dicom_lut)
     try:
         with Image.open(path) as image:
             if min_size and image.format == "JPEG":
@@ -117,11 +121,12 @@ def _looks_like_dicom(path: Path) -> bool:
         return handle.read(4) == b"DICM"
 
 
-def _load_dicom(path: Path) -> Image.Image:
+def _load_dicom(path: Path, dicom_lut: bool = False) -> Image.Image:
     """
-    The official RSNA recipe: the stored pixel values scaled to 0-255 by their maximum (`|x| * 255 / max`, rounded and
-    saturated, as OpenCV's `convertScaleAbs`), then inverted for MONOCHROME1. No modality or VOI LUT is applied, as in
-    the official evaluation; multi-frame files give their first frame.
+    By default the official RSNA recipe: the stored pixel values scaled to 0-255 by their maximum (`|x| * 255 / max`,
+    rounded and saturated, as OpenCV's `convertScaleAbs`), then inverted for MONOCHROME1; no modality or VOI LUT, as
+    in the official evaluation. `dicom_lut=True` applies them instead (`_display_values`). Multi-frame files give
+    their first frame.
     """
     try:
         import pydicom
@@ -146,14 +151,33 @@ def _load_dicom(path: Path) -> Image.Image:
         pixels = pixels[0]
     if samples > 1:
         pixels = _luminance(np.asarray(pixels, dtype=np.float64), channel_axis=-1)
-    pixels = np.abs(np.asarray(pixels, dtype=np.float64))
-    _check_finite(path, pixels)
-    peak = pixels.max()
-    scaled = np.clip(np.rint(pixels * (255.0 / peak)), 0, 255) if peak > 0 else pixels
-    gray = scaled.astype(np.uint8)
+    if dicom_lut and samples == 1:  # the grey-level LUTs are defined for monochrome images only
+        gray = _display_values(path, dataset, pixels)
+    else:
+        pixels = np.abs(np.asarray(pixels, dtype=np.float64))
+        _check_finite(path, pixels)
+        peak = pixels.max()
+        scaled = np.clip(np.rint(pixels * (255.0 / peak)), 0, 255) if peak > 0 else pixels
+        gray = scaled.astype(np.uint8)
     if str(getattr(dataset, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         gray = 255 - gray
     return Image.fromarray(gray, mode="L")
+
+
+def _display_values(path: Path, dataset, pixels: np.ndarray) -> np.ndarray:
+    """The grey levels a DICOM viewer shows: pydicom's modality LUT (rescale slope/intercept or LUT), then its VOI
+    LUT or the first window (centre/width); the result's range stretched to 0-255 (before MONOCHROME1 inversion)."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        values = apply_voi_lut(apply_modality_lut(pixels, dataset), dataset, index=0)
+    except (ValueError, TypeError, KeyError, IndexError) as error:  # malformed LUT or window attributes
+        raise RadiographLoadError(path, f"cannot apply the DICOM modality/VOI LUT ({error})") from None
+    values = np.asarray(values, dtype=np.float64)
+    _check_finite(path, values)
+    low, high = values.min(), values.max()
+    scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def _luminance(pixels: np.ndarray, channel_axis: int) -> np.ndarray:

@@ -2,9 +2,10 @@
 
     python -m processing.write_processor alta-init [more folders ...]
 
-The converters (`modeling_alta.convert_original_alta`, `modeling_alta.convert_pretrained_towers`) write the model
-and its tokenizer only (the model package may not import this one); this writes `processor_config.json` (the
-default ALTA image processor) and the tokenizer files of the folder's tokenizer, as `load_processor` builds them.
+The converters (`modeling_alta.convert_original_alta`, `modeling_alta.convert_pretrained_towers`) write the
+processor themselves; this completes folders that hold a model and a tokenizer only (written by older versions of
+the converters, or by hand): it writes `processor_config.json` (the default ALTA image processor) and the tokenizer
+files of the folder's tokenizer, as `load_processor` builds them.
 """
 
 import argparse

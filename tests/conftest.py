@@ -1,13 +1,15 @@
-"""Shared fixtures. `shared/` (golden outputs, real radiographs, specs) sits beside the repository."""
+"""Shared fixtures. Everything the tests read lives in `tests/fixtures/` (see its README.md); the Indiana University
+reports, whose licence forbids redistribution, are fetched from the package registry at test time."""
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = Path(os.environ.get("ALTA_SHARED_DIR", REPO_ROOT.parent / "shared"))
+FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures"
+GOLDEN_DIR = FIXTURES_DIR / "golden_tiny"
+REALDATA_DIR = FIXTURES_DIR / "realdata"
 
 
 @pytest.fixture(autouse=True)
@@ -18,17 +20,64 @@ def _deterministic_torch():
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED_DIR.is_dir():
-        pytest.fail(f"shared/ not found at {SHARED_DIR}; set ALTA_SHARED_DIR to the folder with golden/ and realdata/")
-    return SHARED_DIR
+def golden_dir() -> Path:
+    """The official code's outputs at tiny geometry (tests/fixtures/README.md)."""
+    return GOLDEN_DIR
 
 
 @pytest.fixture(scope="session")
-def golden_dir(shared_dir) -> Path:
-    return shared_dir / "golden" / "tiny"
+def golden_tensors(golden_dir) -> dict[str, dict[str, torch.Tensor]]:
+    """The recorded "inputs", "outputs" and "grads". Each kind is `<kind>.safetensors` plus the `<kind>_*.safetensors`
+    parts that its largest tensors are split into, so that no fixture file exceeds ~10 MB."""
+    recorded = {}
+    for kind in ("inputs", "outputs", "grads"):
+        recorded[kind] = {}
+        for path in sorted(golden_dir.glob(f"{kind}*.safetensors")):
+            recorded[kind].update(load_file(path))
+    return recorded
 
 
 @pytest.fixture(scope="session")
-def realdata_dir(shared_dir) -> Path:
-    return shared_dir / "realdata"
+def realdata_dir() -> Path:
+    """Real radiographs and DICOMs (tests/fixtures/SOURCES.md gives each file's origin and licence)."""
+    return REALDATA_DIR
+
+
+@pytest.fixture(scope="session")
+def indiana_reports() -> list[str]:
+    """FINDINGS + IMPRESSION of the 3,9xx Indiana University reports, from the torchxrayvision wheel (CC BY-NC-ND)."""
+    from dataset_scripts.torchxrayvision_data import (
+        TorchXRayVisionUnavailable,
+        fetch_torchxrayvision_file,
+        read_indiana_reports,
+    )
+
+    try:
+        archive = fetch_torchxrayvision_file("NLMCXR_reports.tgz")
+    except TorchXRayVisionUnavailable as error:
+        pytest.skip(f"the Indiana University reports are fetched from the package registry at test time: {error}")
+    return read_indiana_reports(archive)
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> Path:
+    """Demo data of the tiny training setup (tests/training_setup.py): 48 pre-training studies, built once."""
+    from tests.training_setup import build_tiny_demo
+
+    return build_tiny_demo(tmp_path_factory.mktemp("tiny_demo") / "demo")
+
+
+@pytest.fixture
+def processing_stand_ins(monkeypatch):
+    """The evaluation tests' stand-ins for the processing package (tests/eval_stand_ins.py)."""
+    from tests.eval_stand_ins import install_processing_stand_ins
+
+    install_processing_stand_ins(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory) -> Path:
+    """A tiny CLIP-like model folder with its processor (tests/eval_stand_ins.py)."""
+    from tests.eval_stand_ins import save_tiny_clip
+
+    return save_tiny_clip(tmp_path_factory.mktemp("clip") / "model")

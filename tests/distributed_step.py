@@ -1,7 +1,7 @@
 """One training step of the tiny setup, on however many processes it is launched with (a script, not a test).
 
-    python tests/distributed_step.py DATA CONFIGS OUT GLOBAL_BATCH
-    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 ... tests/distributed_step.py ...
+    python -m tests.distributed_step DATA CONFIGS OUT GLOBAL_BATCH
+    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 ... -m tests.distributed_step ...
 
 Every process takes its slice of the same global batch (the training data pipeline: StudyDataset + collator) and the
 same masking noise, runs forward/backward through the prepared (DDP) model, and rank 0 writes the loss averaged over
@@ -15,12 +15,10 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from training.arguments import parse_arguments  # noqa: E402
-from training.data import SAMPLE_COUNTERS, StudyDataset, TrainingCollator, load_pretraining_split  # noqa: E402
-from training.model_setup import build_model_and_processor  # noqa: E402
-from training_setup import tiny_train_arguments  # noqa: E402
+from tests.training_setup import tiny_train_arguments
+from training.arguments import parse_arguments
+from training.data import SAMPLE_COUNTERS, StudyDataset, TrainingCollator, load_pretraining_split
+from training.model_setup import build_model_and_processor
 
 
 def main(data_dir: Path, config_dir: Path, out: Path, global_batch: int) -> None:

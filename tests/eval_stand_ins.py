@@ -57,7 +57,7 @@ def stand_in_load_radiograph(source, *, min_size=None):
 
 
 def stand_in_clean_report_gloria(text: str) -> str:
-    """GLoRIA-style cleaning as data_formats.md section 3.4 describes it."""
+    """GLoRIA-style cleaning as docs/evaluation.md ("Text cleaning") describes it."""
     sentences = []
     for point in re.split(r"[0-9]+\.", text.replace("\n", " ")):
         for sentence in point.split("."):

@@ -1,5 +1,4 @@
-"""Factories shared by the tests of every package (`from factories import tiny_alta_config`; pytest puts `tests/`
-on `sys.path` because it has no `__init__.py`)."""
+"""Factories shared by the tests of every package (`from tests.factories import tiny_alta_config`)."""
 
 from pathlib import Path
 
@@ -18,7 +17,7 @@ __all__ = [
     "tiny_pretraining_batch",
 ]
 
-# The golden `tiny` geometry (../shared/golden/README.md): every hard-coded size of the official code kept
+# The golden `tiny` geometry (tests/fixtures/README.md): every hard-coded size of the official code kept
 # (224 input, 16-px patches, 448 target with 32-px patches, 128-d projections, 4 view slots), widths shrunk.
 TINY_VISION_CONFIG = {
     "hidden_size": 64,

@@ -1,4 +1,4 @@
-"""Synthetic evaluation-set inputs in the published layouts (shared/spec/data_formats.md §3-4).
+"""Synthetic evaluation-set inputs in the published layouts (docs/datasets.md, "Evaluation sets").
 
 CheXpert 5x200 (`chexpert_5x200.csv` of GLoRIA/ALTA), ConVIRT's CheXpert 8x200 files and the RSNA
 Pneumonia files (Kaggle labels + MRM/ALTA split lists). The images themselves are not needed by the

@@ -1,10 +1,10 @@
 """The LoRA rank matching the bottleneck adapters' trainable-parameter budget (LoRA ablation)."""
 
 import pytest
-from factories import tiny_alta_config
 
 from modeling_alta import AltaConfig, AltaForPreTraining
 from modeling_alta.adapter_budget import adapter_parameter_count, lora_config_matching_bottleneck, lora_rank_for_budget
+from tests.factories import tiny_alta_config
 
 
 def _trainable(config) -> int:

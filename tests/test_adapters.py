@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from factories import tiny_alta_config
 from peft import PeftModel, get_peft_model
 from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
 from peft.tuners.tuners_utils import BaseTunerLayer
@@ -16,8 +15,9 @@ from peft.utils.peft_types import PeftType
 from safetensors.torch import load_file, save_file
 from transformers import BertModel, ViTMAEModel
 
-from modeling_alta import AltaModel, BottleneckAdapterConfig
+from modeling_alta import AltaForPreTraining, AltaModel, BottleneckAdapterConfig
 from modeling_alta.adapters_alta import ALTA_BOTTLENECK_PEFT_TYPE, BottleneckAdapterModel
+from tests.factories import tiny_alta_config
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +234,17 @@ def test_lora_alternative(inputs):
     assert not any("bottleneck_" in name for name, _ in model.named_parameters())
     assert all("lora_" in key for key in model.get_adapter_state_dict())
 
+
+
+def test_adapter_state_dict_is_taken_from_a_given_state_dict(inputs):
+    model = AltaForPreTraining(tiny_alta_config()).eval()
+    own = model.get_adapter_state_dict()
+    # a checkpoint of this model whose adapter weights differ from the model's
+    checkpoint = {key: value + 1.0 if "bottleneck_" in key else value for key, value in model.state_dict().items()}
+    taken = model.get_adapter_state_dict(state_dict=checkpoint)
+    assert taken.keys() == own.keys()
+    for key, value in taken.items():
+        torch.testing.assert_close(value, own[key] + 1.0, rtol=0, atol=0, msg=key)
+    bare = model.alta.get_adapter_state_dict(state_dict={key.removeprefix("alta."): value
+                                                         for key, value in checkpoint.items()})
+    assert all(torch.equal(bare[key], taken[key]) for key in taken)

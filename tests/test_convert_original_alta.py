@@ -12,7 +12,6 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from transformers import AutoModel, AutoModelForPreTraining, BertTokenizer
 
 from modeling_alta.convert_original_alta import (
@@ -24,27 +23,16 @@ from modeling_alta.convert_original_alta import (
     map_original_key,
 )
 from modeling_alta.losses_alta import reconstruction_loss
+from tests.golden import assert_golden
 
 TEXT_DIR = "BiomedVLP-CXR-BERT-specialized"
 HEADS = {"vision_num_attention_heads": 4, "decoder_num_attention_heads": 3}
 
 
-def assert_golden(ours, golden, name):
-    ours = ours.detach().to(golden.dtype)
-    assert ours.shape == golden.shape, f"{name}: shape {list(ours.shape)} != golden {list(golden.shape)}"
-    if not golden.is_floating_point():
-        assert torch.equal(ours, golden), name
-        return
-    error, atol = (ours - golden).abs().max().item(), 1e-4 * max(1.0, golden.abs().max().item())
-    assert error <= atol, f"{name}: max abs error {error:.3e} exceeds atol {atol:.3e}"
-
-
 @pytest.fixture(scope="module")
-def golden(golden_dir):
+def golden(golden_dir, golden_tensors):
     return {
-        "inputs": load_file(golden_dir / "inputs.safetensors"),
-        "outputs": load_file(golden_dir / "outputs.safetensors"),
-        "grads": load_file(golden_dir / "grads.safetensors"),
+        **golden_tensors,
         "manifest": json.loads((golden_dir / "manifest.json").read_text()),
         "trainable": json.loads((golden_dir / "trainable_names.json").read_text()),
     }
@@ -178,11 +166,11 @@ def test_inference_features_match(converted, golden):
     inputs, outputs = golden["inputs"], golden["outputs"]
     alta = converted.alta
     with torch.no_grad():
-        image = alta.get_image_features(inputs["single_img"])
-        text = alta.get_text_features(inputs["single_txt_input_ids"], inputs["single_txt_attention_mask"])
+        image = alta.get_image_features(inputs["single_img"]).pooler_output
+        text = alta.get_text_features(inputs["single_txt_input_ids"], inputs["single_txt_attention_mask"]).pooler_output
         classes = alta.get_text_features(
             inputs["class_txt_input_ids"].flatten(0, 1), inputs["class_txt_attention_mask"].flatten(0, 1)
-        ).unflatten(0, inputs["class_txt_input_ids"].shape[:2])
+        ).pooler_output.unflatten(0, inputs["class_txt_input_ids"].shape[:2])
     assert_golden(F.normalize(image, dim=-1), outputs["img_feature"], "img_feature")
     assert_golden(F.normalize(text, dim=-1), outputs["txt_feature_single"], "txt_feature_single")
     assert_golden(classes, outputs["txt_feature_classes"], "txt_feature_classes")
@@ -206,7 +194,7 @@ def test_cli_writes_a_folder_both_auto_classes_load(tmp_path, golden_dir, golden
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert [path.name for path in tmp_path.iterdir()] == ["alta-tiny"]  # no staging folder left behind
     assert set(json.loads((out / "config.json").read_text())["auto_map"]) == {
-        "AutoConfig", "AutoModel", "AutoModelForPreTraining"}
+        "AutoConfig", "AutoModel", "AutoModelForPreTraining", "AutoModelForImageClassification"}
 
     pretraining = AutoModelForPreTraining.from_pretrained(out)
     expected = converted.state_dict()
@@ -214,7 +202,7 @@ def test_cli_writes_a_folder_both_auto_classes_load(tmp_path, golden_dir, golden
     model = AutoModel.from_pretrained(out)
     assert type(model).__name__ == "AltaModel"
     with torch.no_grad():
-        image = F.normalize(model.get_image_features(golden["inputs"]["single_img"]), dim=-1)
+        image = F.normalize(model.get_image_features(golden["inputs"]["single_img"]).pooler_output, dim=-1)
     assert_golden(image, golden["outputs"]["img_feature"], "img_feature (AutoModel)")
 
     tokenizer = BertTokenizer.from_pretrained(out)

@@ -1,5 +1,5 @@
-"""ALTA built from its pretrained parts: a synthetic `MRM.pth` in the documented layout (../shared/spec/checkpoints.md
-§6.2: timm/MAE names, fused qkv, decoder, MRM's own report BERT) and the faithful tiny CXR-BERT folder. The converted
+"""ALTA built from its pretrained parts: a synthetic `MRM.pth` in the documented layout (the docstring of
+modeling_alta/convert_pretrained_towers.py: timm/MAE names, fused qkv, decoder, MRM's own report BERT) and the faithful tiny CXR-BERT folder. The converted
 towers are checked against a plain-torch implementation of the timm ViT / MAE decoder / BERT forward on the same
 tensors (adapters at identity, masking replayed in order)."""
 
@@ -12,7 +12,7 @@ import shutil
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForPreTraining
+from transformers import AutoModelForPreTraining, AutoProcessor
 
 from modeling_alta.convert_original_alta import ConversionError
 from modeling_alta.convert_pretrained_towers import build_from_pretrained_towers, main
@@ -220,7 +220,7 @@ def test_text_tower_heads_and_projections_equal_the_bert_forward(built, text_wei
         _close(hidden, reference, "BERT")
         _close(model.mlm_head(hidden), mlm_head(text_weights, reference, config["layer_norm_eps"]), "MLM head")
         expected = projection(text_weights, "cls_projection_head.", reference[:, 0])
-        _close(model.alta.get_text_features(input_ids, attention_mask), expected, "text projection")
+        _close(model.alta.get_text_features(input_ids, attention_mask).pooler_output, expected, "text projection")
         # the local projection starts as a copy of the global one (ALTA's initialisation)
         _close(model.alta.text_local_projection(reference[:, 0]), expected, "local text projection")
     assert model.mlm_head.predictions.decoder.weight is model.alta.text_model.embeddings.word_embeddings.weight
@@ -353,7 +353,12 @@ def test_cli_writes_a_folder_that_loads_and_trains(tmp_path, mrm_state_dict, tex
                  "--vision-num-attention-heads", "4", "--decoder-num-attention-heads", "3",
                  "--config-overrides", '{"adapter_reduction_factor": 8}'])
     assert code == 0
-    assert {"config.json", "model.safetensors", "tokenizer.json", "modeling_alta.py"} <= set(os.listdir(out))
+    assert {"config.json", "model.safetensors", "tokenizer.json", "modeling_alta.py", "processor_config.json",
+            "processing_alta.py"} <= set(os.listdir(out))
+    # one command gives a complete folder: AutoProcessor finds the ALTA processor, not a bare tokenizer
+    processor = AutoProcessor.from_pretrained(out, trust_remote_code=True)
+    assert type(processor).__name__ == "AltaProcessor" and processor.max_length == 128
+    assert processor(images=torch.zeros(40, 50), text="no effusion")["pixel_values"].shape == (1, 3, 224, 224)
     loaded = AutoModelForPreTraining.from_pretrained(out, trust_remote_code=True)
     assert loaded.config.adapter_reduction_factor == 8
     reference, _ = built

@@ -11,8 +11,8 @@ import pytest
 from dataset_scripts import chexpert_5x200, chexpert_8x200, mimic_5x200, rsna
 from dataset_scripts.class_prompts import chexpert_class_prompts
 from dataset_scripts.common import DatasetBuildError, MissingColumnError
-from fixtures_eval_sets import FIVE, touch_files, write_chexpert_5x200, write_convirt, write_rsna
-from fixtures_mimic import write_mimic_fixture, write_synthetic_mimic
+from tests.fixtures_eval_sets import FIVE, touch_files, write_chexpert_5x200, write_convirt, write_rsna
+from devtools.mimic_fixtures import write_mimic_fixture, write_synthetic_mimic
 
 EIGHT = ["Atelectasis", "Cardiomegaly", "Edema", "Fracture", "No Finding", "Pleural Effusion", "Pneumonia", "Pneumothorax"]
 
@@ -124,7 +124,7 @@ def test_rsna_kaggle_labels_collapse_boxes_and_missing_files(tmp_path):
 
 
 def fixtures_patient(k):
-    from fixtures_eval_sets import patient_id
+    from tests.fixtures_eval_sets import patient_id
 
     return patient_id(k)
 
@@ -194,7 +194,7 @@ def test_fixture_layouts_match_the_real_files_shipped_in_torchxrayvision(tmp_pat
     import zipfile
     from pathlib import Path
 
-    from fixtures_eval_sets import CHEXPERT_COLUMNS
+    from tests.fixtures_eval_sets import CHEXPERT_COLUMNS
 
     data = Path(xrv.__file__).parent / "data"
     assert list(pd.read_csv(data / "chexpert_train.csv.gz", nrows=0).columns) == CHEXPERT_COLUMNS

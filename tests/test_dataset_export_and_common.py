@@ -20,7 +20,7 @@ from dataset_scripts.common import (
 )
 from dataset_scripts.export_official_csv import OFFICIAL_COLUMNS, export_official_csv, main
 from dataset_scripts.mimic_cxr import main as build_main
-from fixtures_mimic import write_mimic_fixture
+from devtools.mimic_fixtures import write_mimic_fixture
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 
 from dataset_scripts.common import DatasetBuildError, MissingColumnError
 from dataset_scripts.mimic_cxr import PRETRAINING_FEATURES, build_mimic_cxr, main
-from fixtures_mimic import write_fixture_jpgs, write_mimic_fixture
+from devtools.mimic_fixtures import write_fixture_jpgs, write_mimic_fixture
 
 
 def jpg(subject, study, dicom):

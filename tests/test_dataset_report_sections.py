@@ -9,7 +9,7 @@ from dataset_scripts.report_sections import (
     report_text,
     split_sections,
 )
-from fixtures_mimic import FIXTURE_REPORTS, TITLE, mimic_report, report_block
+from devtools.mimic_fixtures import FIXTURE_REPORTS, TITLE, mimic_report, report_block
 
 EXAMPLE = FIXTURE_REPORTS[50414267]  # the MIMIC-CXR documentation's example report
 

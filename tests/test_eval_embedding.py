@@ -10,11 +10,6 @@ from evaluation.embedding import embed_images, embed_texts, mean_class_embedding
 from tests import eval_stand_ins as stand_ins
 
 
-@pytest.fixture
-def processing_stand_ins(monkeypatch):
-    stand_ins.install_processing_stand_ins(monkeypatch)
-
-
 class RecordingModel(stand_ins.ConceptModel):
     def __init__(self, text_positions=32):
         super().__init__(text_positions)

@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
-from factories import save_tiny_alta_folder
 from PIL import Image
 from transformers import AutoModel, AutoProcessor
 
 from evaluation import run_task
 from tests import eval_stand_ins as stand_ins
+from tests.factories import save_tiny_alta_folder
 
 TASKS = {
     "chexpert_8x200": (stand_ins.make_chexpert_8x200, {}),
@@ -56,5 +56,6 @@ def test_zero_shot_scores_are_the_models_logits(loaded, tmp_path):
     # an untrained tiny model is not at ceiling: the figure comes from its features, not from the labels
     assert result["metrics"]["zero_shot/accuracy"] < 1.0
     with torch.no_grad():
-        features = model.get_image_features(processor(images=Image.new("L", (64, 64), 128))["pixel_values"])
+        pixel_values = processor(images=Image.new("L", (64, 64), 128))["pixel_values"]
+        features = model.get_image_features(pixel_values).pooler_output
     assert features.shape == (1, model.config.projection_dim) and torch.isfinite(features).all()

@@ -14,11 +14,6 @@ from evaluation import EvaluationDataError, run_task
 from tests import eval_stand_ins as stand_ins
 
 
-@pytest.fixture
-def processing_stand_ins(monkeypatch):
-    stand_ins.install_processing_stand_ins(monkeypatch)
-
-
 def _run(task, data_dir, out=None, model=None, **kwargs):
     model = model or stand_ins.ConceptModel()
     return run_task(task, model, stand_ins.ConceptProcessor(), data_dir, output_dir=out, progress=False, **kwargs), model

@@ -5,11 +5,11 @@ and MLM means over all masked patches / labelled tokens), with `no_sync` on all 
 import pytest
 import torch
 import torch.distributed as dist
-from factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
-from processes import run_ranks
 from torch.nn.parallel import DistributedDataParallel
 
+from devtools.processes import gloo_process_group, run_ranks
 from modeling_alta import AltaForPreTraining
+from tests.factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
 from training.grad_cache import cached_contrastive_step
 
 WORLD_SIZE, PER_RANK, MICRO = 2, 4, 2
@@ -33,9 +33,7 @@ def _rows(batch, start, size):
 
 
 def _worker(rank, init_file, out_dir):
-    torch.set_num_threads(1)  # two processes on two cores
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
-    try:
+    with gloo_process_group(rank, init_file, WORLD_SIZE):
         model = _model()
         ddp = DistributedDataParallel(model)
         batch = _batch(model.config)
@@ -43,8 +41,6 @@ def _worker(rank, init_file, out_dir):
         losses = cached_contrastive_step(ddp, micro_batches, no_sync=ddp.no_sync)
         grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
         torch.save({"losses": losses, "grads": grads}, f"{out_dir}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.timeout(400)

@@ -4,10 +4,9 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
-from benchmarks.bench_local_loss import reference_local_loss, reference_local_similarities
+from devtools.reference_losses import reference_local_loss, reference_local_similarities
 from modeling_alta.losses_alta import (
     clamp_logit_scales_,
     gather_with_grad,
@@ -18,19 +17,12 @@ from modeling_alta.losses_alta import (
     reconstruction_loss,
     word_region_attention,
 )
-
-
-def assert_golden(actual: torch.Tensor, golden: torch.Tensor):
-    """The golden tolerance: atol = 1e-4 * max(1, |golden|), elementwise."""
-    assert actual.shape == golden.shape
-    tolerance = 1e-4 * golden.abs().clamp_min(1)
-    error = (actual.detach() - golden).abs()
-    assert (error <= tolerance).all(), f"max error {error.max().item():.3g}, tolerance {tolerance.min().item():.3g}"
+from tests.golden import assert_golden
 
 
 @pytest.fixture(scope="module")
-def golden(golden_dir):
-    return {**load_file(golden_dir / "inputs.safetensors"), **load_file(golden_dir / "outputs.safetensors")}
+def golden_values(golden_tensors):
+    return {**golden_tensors["inputs"], **golden_tensors["outputs"]}
 
 
 def word_mask(lengths: torch.Tensor, max_words: int) -> torch.Tensor:
@@ -52,39 +44,39 @@ def random_local_batch(lengths, regions=7, max_words=9, dim=5, dtype=torch.float
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_global_loss_matches_golden(golden):
+def test_global_loss_matches_golden(golden_values):
     loss = global_contrastive_loss(
-        golden["img_global_embed"], golden["txt_global_embed"], golden["global_logit_scale_exp"]
+        golden_values["img_global_embed"], golden_values["txt_global_embed"], golden_values["global_logit_scale_exp"]
     )
-    assert_golden(loss, golden["loss_global"])
+    assert_golden(loss, golden_values["loss_global"])
 
 
-def test_local_loss_and_similarities_match_golden(golden):
-    max_words = golden["txt_local_projected"].shape[1]
-    batch = golden["txt_local_projected"].shape[0]
-    mask = word_mask(golden["cap_lens"][:batch], max_words)
+def test_local_loss_and_similarities_match_golden(golden_values):
+    max_words = golden_values["txt_local_projected"].shape[1]
+    batch = golden_values["txt_local_projected"].shape[0]
+    mask = word_mask(golden_values["cap_lens"][:batch], max_words)
     # What the model passes (attention_mask without [CLS]) is exactly the official cap_lens, the truncated
     # 127-word report included.
-    assert torch.equal(golden["attention_mask"][:, 1:].bool(), mask)
+    assert torch.equal(golden_values["attention_mask"][:, 1:].bool(), mask)
     loss, similarities = local_contrastive_loss(
-        golden["img_local_embed"], golden["txt_local_projected"], mask, golden["local_temps"], return_similarities=True
+        golden_values["img_local_embed"], golden_values["txt_local_projected"], mask, golden_values["local_temps"], return_similarities=True
     )
-    assert_golden(similarities, golden["local_similarities"])
-    assert_golden(loss, golden["loss_local"])
+    assert_golden(similarities, golden_values["local_similarities"])
+    assert_golden(loss, golden_values["loss_local"])
 
 
-def test_reconstruction_losses_match_golden(golden):
-    patch_size = golden["img"].shape[-1] // math.isqrt(golden["mask"].shape[1])
-    loss = reconstruction_loss(golden["decoder_pred"], golden["img"], golden["mask"], patch_size)
-    assert_golden(loss, golden["loss_recon"])
+def test_reconstruction_losses_match_golden(golden_values):
+    patch_size = golden_values["img"].shape[-1] // math.isqrt(golden_values["mask"].shape[1])
+    loss = reconstruction_loss(golden_values["decoder_pred"], golden_values["img"], golden_values["mask"], patch_size)
+    assert_golden(loss, golden_values["loss_recon"])
     assert_golden(
-        reconstruction_loss(golden["decoder_pred"], golden["img"], golden["mask"], patch_size, norm_pix_loss=False),
-        golden["loss_recon_no_norm_pix"],
+        reconstruction_loss(golden_values["decoder_pred"], golden_values["img"], golden_values["mask"], patch_size, norm_pix_loss=False),
+        golden_values["loss_recon_no_norm_pix"],
     )
 
 
-def test_masked_lm_loss_matches_golden(golden):
-    assert_golden(masked_lm_loss(golden["mlm_logits"], golden["labels"]), golden["loss_mlm"])
+def test_masked_lm_loss_matches_golden(golden_values):
+    assert_golden(masked_lm_loss(golden_values["mlm_logits"], golden_values["labels"]), golden_values["loss_mlm"])
 
 
 def test_nothing_is_gathered_without_a_process_group():
@@ -92,13 +84,13 @@ def test_nothing_is_gathered_without_a_process_group():
     assert gather_with_grad(x) is x
 
 
-def test_reference_loop_matches_golden(golden):
+def test_reference_loop_matches_golden(golden_values):
     """The tests' reference itself reproduces the official similarities, so agreeing with it means something."""
-    batch = golden["txt_local_projected"].shape[0]
+    batch = golden_values["txt_local_projected"].shape[0]
     similarities = reference_local_similarities(
-        golden["img_local_embed"], golden["txt_local_projected"], golden["cap_lens"][:batch], golden["local_temps"]
+        golden_values["img_local_embed"], golden_values["txt_local_projected"], golden_values["cap_lens"][:batch], golden_values["local_temps"]
     )
-    assert_golden(similarities, golden["local_similarities"])
+    assert_golden(similarities, golden_values["local_similarities"])
 
 
 # ---------------------------------------------------------------------------------------------------------------

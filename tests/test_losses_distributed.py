@@ -12,9 +12,9 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from processes import run_ranks
 from torch.nn.parallel import DistributedDataParallel
 
+from devtools.processes import gloo_process_group, run_ranks
 from modeling_alta.losses_alta import gather_with_grad, global_contrastive_loss, local_contrastive_loss
 
 WORLD_SIZE = 2
@@ -61,9 +61,7 @@ def losses(model, scales_owner, image_tokens, text_tokens, mask):
 
 
 def _worker(rank, init_file, out_dir):
-    torch.set_num_threads(1)  # two processes on two cores
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
-    try:
+    with gloo_process_group(rank, init_file, WORLD_SIZE):
         model = make_model()
         ddp = DistributedDataParallel(model)
         image_tokens, text_tokens, mask = make_batch()
@@ -87,8 +85,6 @@ def _worker(rank, init_file, out_dir):
             },
             f"{out_dir}/rank{rank}.pt",
         )
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.timeout(300)

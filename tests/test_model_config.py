@@ -4,11 +4,11 @@ import math
 from pathlib import Path
 
 import pytest
-from factories import tiny_alta_config
 from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, BertConfig, ViTMAEConfig
 
 from modeling_alta import AltaConfig
+from tests.factories import tiny_alta_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

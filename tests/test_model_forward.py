@@ -4,12 +4,12 @@ masking, loss weights, saving/loading with in-memory key names and the Auto clas
 import pytest
 import torch
 import torch.nn.functional as F
-from factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
 from safetensors import safe_open
 from transformers import AutoModel, AutoModelForPreTraining
 
 from modeling_alta import AltaForPreTraining
 from modeling_alta.losses_alta import patchify
+from tests.factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,8 @@ def test_inference_never_masks(model, batch):
     with torch.no_grad():
         hidden = model.alta.vision_hidden_states(images)
         assert hidden.shape == (2, 1 + 196, 64)
-        assert torch.equal(model.alta.get_image_features(images), model.alta.get_image_features(images))
+        assert torch.equal(model.alta.get_image_features(images).pooler_output,
+                           model.alta.get_image_features(images).pooler_output)
         assert model.alta.get_image_local_features(images).shape == (2, 196, 128)
         assert model.alta.get_text_local_features(batch["input_ids"], batch["attention_mask"]).shape == (2, 15, 128)
 
@@ -107,8 +108,8 @@ def test_inference_forward_is_clip_like(model, batch):
     images, ids, mask = batch["pixel_values"][:, 0], batch["input_ids"], batch["attention_mask"]
     with torch.no_grad():
         output = model.alta(input_ids=ids, attention_mask=mask, pixel_values=images, return_loss=True)
-        image = F.normalize(model.alta.get_image_features(images), dim=-1)
-        text = F.normalize(model.alta.get_text_features(ids, mask), dim=-1)
+        image = F.normalize(model.alta.get_image_features(images).pooler_output, dim=-1)
+        text = F.normalize(model.alta.get_text_features(ids, mask).pooler_output, dim=-1)
     torch.testing.assert_close(output.image_embeds, image)
     torch.testing.assert_close(output.text_embeds, text)
     expected = model.alta.logit_scale.exp() * image @ text.t()
@@ -166,7 +167,8 @@ def test_save_and_load_with_in_memory_names(tmp_path, model, batch):
     assert type(inference).__name__ == "AltaModel"
     images = batch["pixel_values"][:, 0]
     with torch.no_grad():
-        assert torch.equal(inference.get_image_features(images), model.alta.get_image_features(images))
+        assert torch.equal(inference.get_image_features(images).pooler_output,
+                           model.alta.get_image_features(images).pooler_output)
     assert inference.trainable_parameter_counts() == model.alta.trainable_parameter_counts()
 
 

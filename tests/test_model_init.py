@@ -2,9 +2,9 @@
 
 import numpy as np
 import torch
-from factories import tiny_alta_config, tiny_pretraining_batch
 
 from modeling_alta import AltaForPreTraining
+from tests.factories import tiny_alta_config, tiny_pretraining_batch
 
 
 def _mae_sincos_table(dim: int, grid: int) -> np.ndarray:

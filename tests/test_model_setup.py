@@ -1,9 +1,10 @@
-"""Start points of training: the mimetic attention initialisation of a fresh image tower."""
+"""Start points of training: the mimetic attention initialisation of a fresh image tower; a saved folder keeps its
+adapter type."""
 
 import pytest
 import torch
-from training_setup import write_tiny_configs
 
+from tests.training_setup import write_tiny_configs
 from training.arguments import parse_arguments
 from training.model_setup import build_model_and_processor, mimetic_attention_init_
 
@@ -69,3 +70,21 @@ def test_a_saved_model_refuses_it(tmp_path, tokenizer_dir):
     ])
     with pytest.raises(ValueError, match="applies to a fresh model"):
         build_model_and_processor(model_args, {})
+
+
+@pytest.mark.parametrize("saved_type, asked", [("lora", "bottleneck"), ("bottleneck", "lora")])
+def test_a_saved_model_refuses_another_adapter_type(tmp_path, tokenizer_dir, saved_type, asked):
+    model, processor = _fresh(tmp_path, tokenizer_dir, "--adapter_type", saved_type)
+    assert model.config.adapter_type == saved_type
+    model.save_pretrained(tmp_path / "saved")
+    processor.save_pretrained(tmp_path / "saved")
+
+    def start(*extra):
+        model_args, _, _ = parse_arguments(["--model_name_or_path", str(tmp_path / "saved"), *extra,
+                                            "--train_dataset", str(tmp_path), "--output_dir", str(tmp_path / "run")])
+        return build_model_and_processor(model_args, {})[0]
+
+    with pytest.raises(ValueError, match=f"--adapter_type {asked}: .* holds {saved_type} adapters"):
+        start("--adapter_type", asked)
+    assert start("--adapter_type", saved_type).config.adapter_type == saved_type
+    assert start().config.adapter_type == saved_type

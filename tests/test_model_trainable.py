@@ -1,13 +1,13 @@
-"""The ALTA trainable set (spec §3) and its exact counts, at the base geometry (meta device) and the tiny one."""
+"""The ALTA trainable set (docs/model.md) and its exact counts, at the base geometry (meta device) and the tiny one."""
 
 import json
 
 import pytest
 import torch
-from factories import tiny_alta_config
 from torch import nn
 
 from modeling_alta import AltaConfig, AltaForPreTraining, AltaModel
+from tests.factories import tiny_alta_config
 
 
 @pytest.fixture(scope="module")

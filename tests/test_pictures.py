@@ -1,10 +1,9 @@
-"""Interpretability pictures (evaluation.pictures) of a tiny ALTA model on real radiographs from ../shared/realdata/:
+"""Interpretability pictures (evaluation.pictures) of a tiny ALTA model on real radiographs from tests/fixtures/realdata/:
 word <-> region attention maps and their PNGs, MRM reconstruction panels, and the command line."""
 
 import numpy as np
 import pytest
 import torch
-from factories import save_tiny_alta_folder
 from PIL import Image
 
 from evaluation.pictures import (
@@ -23,6 +22,7 @@ from evaluation.pictures import (
 )
 from modeling_alta.losses_alta import patchify, word_region_attention
 from processing import load_radiograph
+from tests.factories import save_tiny_alta_folder
 
 JPEG = "derived/rg1_mimic_cxr_jpg_style.jpg"  # 1841 x 1955: not square
 PNG = "images/nih_cxr14/00000001_000.png"
@@ -43,9 +43,9 @@ def loaded(folder):
 
 
 @pytest.fixture(scope="module")
-def attention(loaded, shared_dir):
+def attention(loaded, realdata_dir):
     model, processor = loaded
-    return word_attention(model, processor, shared_dir / "realdata" / JPEG, REPORT)
+    return word_attention(model, processor, realdata_dir / JPEG, REPORT)
 
 
 def _assert_png_with_aspect(path, width, height):
@@ -155,9 +155,9 @@ def test_attention_pictures_are_pngs_with_the_image_aspect(loaded, realdata_dir,
 
 
 @pytest.fixture(scope="module")
-def reconstruction(loaded, shared_dir):
+def reconstruction(loaded, realdata_dir):
     model, processor = loaded
-    return reconstruct(model, processor, shared_dir / "realdata" / JPEG, seed=3)
+    return reconstruct(model, processor, realdata_dir / JPEG, seed=3)
 
 
 def test_reconstruction_is_the_models_own(reconstruction, loaded, realdata_dir):

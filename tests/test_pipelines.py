@@ -1,16 +1,16 @@
 """`transformers.pipeline` with an ALTA folder (remote code, no network) on real radiographs: PNG paths, PIL images and
-DICOM files from ../shared/realdata/; the pipelines' outputs equal the model's own computation."""
+DICOM files from tests/fixtures/realdata/; the pipelines' outputs equal the model's own computation."""
 
 import json
 
 import pytest
 import torch
-from factories import save_tiny_alta_folder
 from PIL import Image
 from transformers import pipeline
 
 from modeling_alta import AltaForPreTraining
 from processing import load_processor, load_radiograph
+from tests.factories import save_tiny_alta_folder
 
 LABELS = ["pleural effusion", "no acute cardiopulmonary process", "cardiomegaly"]
 PNG = "images/nih_cxr14/00000001_000.png"
@@ -20,7 +20,7 @@ DICOMS = ["dicom/siim_nih_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory, golden_dir):
-    """A trained-looking tiny model saved as the converters do (model + tokenizer), completed by write_processor."""
+    """A trained-looking tiny model saved as model + tokenizer only, completed by write_processor."""
     out = save_tiny_alta_folder(tmp_path_factory.mktemp("alta") / "alta-tiny", golden_dir / "BiomedVLP-CXR-BERT-specialized")
     assert (out / "processor_config.json").is_file()
     return out
@@ -69,7 +69,7 @@ def test_image_and_text_feature_extraction(folder, reference, realdata_dir):
     images = pipeline("image-feature-extraction", model=str(folder), trust_remote_code=True)
     pixel_values = processor(images=load_radiograph(dicom))["pixel_values"]
     with torch.no_grad():
-        expected_pooled = model.get_image_features(pixel_values)
+        expected_pooled = model.get_image_features(pixel_values).pooler_output
         expected_hidden = model.vision_hidden_states(pixel_values)
     assert torch.allclose(images(str(dicom), pool=True, return_tensors=True), expected_pooled, atol=1e-5)
     assert torch.allclose(torch.tensor(images(str(dicom))), expected_hidden, atol=1e-5)
@@ -78,7 +78,7 @@ def test_image_and_text_feature_extraction(folder, reference, realdata_dir):
     report = "small left pleural effusion. no pneumothorax."
     encoded = processor(text=report, padding="longest")
     with torch.no_grad():
-        expected_text = model.get_text_features(encoded["input_ids"], encoded["attention_mask"])
+        expected_text = model.get_text_features(encoded["input_ids"], encoded["attention_mask"]).pooler_output
     assert torch.allclose(torch.tensor(texts(report, pool=True)), expected_text, atol=1e-5)
     assert torch.tensor(texts(report)).shape == (1, encoded["input_ids"].shape[1], 64)
 

@@ -5,6 +5,8 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 import torch
 from transformers import BertTokenizer
 
@@ -83,4 +85,16 @@ def test_load_processor_from_a_converted_checkpoint_folder(golden_dir, realdata_
     saved = tmp_path / "with_processor"
     _processor(golden_dir).save_pretrained(saved)
     assert load_processor(saved).image_processor.crop_size.height == 112
-    assert AltaProcessor.from_model_dir(saved).image_processor.crop_size.height == 112
+
+
+def test_the_view_slots_are_fixed_and_only_torch_or_numpy_tensors_are_returned(realdata_dir, tmp_path):
+    processor = AltaImageProcessor()
+    assert processor.num_view_slots == 4 and "num_view_slots" not in processor.to_dict()
+    assert AltaImageProcessor(num_view_slots=4).num_view_slots == 4  # what earlier versions saved
+    with pytest.raises(ValueError, match="fills exactly 4 view slots"):
+        AltaImageProcessor(num_view_slots=2)
+    image = str(realdata_dir / NIH_PNG)
+    assert isinstance(processor.preprocess(image, return_tensors="np")["pixel_values"], np.ndarray)
+    assert isinstance(processor.preprocess(image)["pixel_values"], torch.Tensor)
+    with pytest.raises(ValueError, match=r"return_tensors must be one of \('pt', 'np', None\), got 'tf'"):
+        processor.preprocess(image, return_tensors="tf")

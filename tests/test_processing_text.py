@@ -1,8 +1,6 @@
 """Report text: sentence shuffling (on 3,955 real reports), GLoRIA cleaning, MLM corruption, training samples, collation."""
 
 import re
-import tarfile
-import xml.etree.ElementTree as ElementTree
 
 import pytest
 import torch
@@ -28,19 +26,8 @@ def tokenizer(golden_dir):
 
 
 @pytest.fixture(scope="module")
-def real_reports(realdata_dir):
-    """FINDINGS + IMPRESSION of the Indiana University reports, read from the archive at test time (CC BY-NC-ND)."""
-    reports = []
-    with tarfile.open(realdata_dir / "reports" / "NLMCXR_reports.tgz") as archive:
-        for member in archive:
-            if not member.name.endswith(".xml"):
-                continue
-            root = ElementTree.parse(archive.extractfile(member)).getroot()
-            sections = {node.get("Label"): (node.text or "").strip() for node in root.iter("AbstractText")}
-            text = " ".join(sections.get(label, "") for label in ("FINDINGS", "IMPRESSION")).strip()
-            if text:
-                reports.append(text)
-    return reports
+def real_reports(indiana_reports):
+    return indiana_reports
 
 
 def test_sentence_split_keeps_abbreviations():

@@ -9,10 +9,10 @@ import textwrap
 from pathlib import Path
 
 import torch
-from factories import perturb_parameters_, tiny_alta_config
 from safetensors.torch import save_file
 
 from modeling_alta import AltaForPreTraining
+from tests.factories import perturb_parameters_, tiny_alta_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,9 +33,9 @@ _CHILD = textwrap.dedent(
     model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
     pretraining = AutoModelForPreTraining.from_pretrained(folder, trust_remote_code=True).eval()
     with torch.no_grad():
-        image = model.get_image_features(inputs["pixel_values"])
-        text = model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
-        image_pretraining = pretraining.alta.get_image_features(inputs["pixel_values"])
+        image = model.get_image_features(inputs["pixel_values"]).pooler_output
+        text = model.get_text_features(inputs["input_ids"], inputs["attention_mask"]).pooler_output
+        image_pretraining = pretraining.alta.get_image_features(inputs["pixel_values"]).pooler_output
     expected = load_file(folder + "/../expected.safetensors")
     print(json.dumps({
         "config": type(config).__module__,
@@ -45,9 +45,10 @@ _CHILD = textwrap.dedent(
         "text": torch.equal(text, expected["text"]),
         "image_pretraining": torch.equal(image_pretraining, expected["image"]),
         "trainable": list(pretraining.trainable_parameter_counts()),
-        # a virtual environment inside the repository (CI's .venv) is not the repository
-        "repo_on_path": any(os.path.abspath(p or os.curdir).startswith(sys.argv[2])
-                            and not os.path.abspath(p or os.curdir).startswith(sys.prefix) for p in sys.path),
+        # nothing was imported from the repository (a virtual environment inside it, CI's .venv, is not the repository)
+        "repo_modules": sorted(name for name, module in list(sys.modules.items())
+                               if (getattr(module, "__file__", None) or "").startswith(sys.argv[2])
+                               and not module.__file__.startswith(sys.prefix)),
     }))
     """
 )
@@ -63,6 +64,7 @@ def test_saved_folder_loads_as_remote_code_in_a_fresh_process(tmp_path):
         "AutoConfig": "configuration_alta.AltaConfig",
         "AutoModel": "modeling_alta.AltaModel",
         "AutoModelForPreTraining": "modeling_alta.AltaForPreTraining",
+        "AutoModelForImageClassification": "classification_alta.AltaForImageClassification",
     }
 
     elsewhere = tmp_path / "elsewhere"
@@ -75,8 +77,8 @@ def test_saved_folder_loads_as_remote_code_in_a_fresh_process(tmp_path):
     }
     with torch.no_grad():
         expected = {
-            "image": model.alta.get_image_features(inputs["pixel_values"]),
-            "text": model.alta.get_text_features(inputs["input_ids"], inputs["attention_mask"]),
+            "image": model.alta.get_image_features(inputs["pixel_values"]).pooler_output,
+            "text": model.alta.get_text_features(inputs["input_ids"], inputs["attention_mask"]).pooler_output,
         }
     save_file(inputs, elsewhere / "inputs.safetensors")
     save_file(expected, elsewhere / "expected.safetensors")
@@ -94,4 +96,4 @@ def test_saved_folder_loads_as_remote_code_in_a_fresh_process(tmp_path):
     assert report["pretraining"].endswith(".AltaForPreTraining")
     assert report["image"] and report["text"] and report["image_pretraining"]
     assert report["trainable"] == list(model.trainable_parameter_counts())
-    assert not report["repo_on_path"]
+    assert report["repo_modules"] == []

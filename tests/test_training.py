@@ -1,6 +1,5 @@
 """train.py end to end on the tiny setup: it learns, saves a loadable model, resumes exactly after SIGKILL (also in the
-middle of a checkpoint write), runs on two gloo processes with the gradients of one process, pushes to a (fake) Hub,
-and stops on a high skip rate."""
+middle of a checkpoint write), runs on two gloo processes, pushes to a (fake) Hub, and stops on a high skip rate."""
 
 import json
 import os
@@ -15,48 +14,25 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.state import AcceleratorState
-from processes import run_accelerate_on_cpu
-from safetensors.torch import load_file
-from training_setup import build_tiny_demo, tiny_train_arguments
 
-import train
+import training.loop as loop
+from devtools.processes import run_accelerate_on_cpu
 from modeling_alta import AltaForPreTraining, AltaModel
 from processing import load_processor
+from tests.training_setup import assert_bitwise_equal, final_weights, run_train_py, tiny_train_arguments
 from training.arguments import parse_arguments
 from training.data import SAMPLE_COUNTERS, StudyDataset, TrainingCollator, load_pretraining_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
 # four epochs of 48 studies at batch 8: 24 optimizer steps
 TOTAL_STEPS = 24
 
 
-@pytest.fixture(scope="module")
-def demo_data(tmp_path_factory):
-    return build_tiny_demo(tmp_path_factory.mktemp("training") / "demo")
-
-
 @pytest.fixture(autouse=True)
 def fresh_accelerate_state():
-    """train.main creates an Accelerator; the next in-process run must not inherit its state."""
+    """loop.main creates an Accelerator; the next in-process run must not inherit its state."""
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
-
-
-def _run_subprocess(arguments: list[str], env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), *arguments], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
-def _final_weights(output_dir: Path) -> dict:
-    return load_file(str(output_dir / "model" / "model.safetensors"))
-
-
-def _assert_bitwise_equal(actual: dict, expected: dict) -> None:
-    assert actual.keys() == expected.keys()
-    different = [name for name in expected if not torch.equal(actual[name], expected[name])]
-    assert not different, different[:5]
 
 
 def _fixed_batch_loss(model: AltaForPreTraining, data_dir: Path, processor) -> float:
@@ -72,10 +48,10 @@ def _fixed_batch_loss(model: AltaForPreTraining, data_dir: Path, processor) -> f
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(demo_data, tmp_path_factory):
+def uninterrupted(tiny_demo, tmp_path_factory):
     """A complete run in a subprocess (the reference of the resume tests)."""
     root = tmp_path_factory.mktemp("uninterrupted")
-    result = _run_subprocess(tiny_train_arguments(demo_data, root / "configs", root / "run"))
+    result = run_train_py(tiny_train_arguments(tiny_demo, root / "configs", root / "run"))
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "run"
 
@@ -94,20 +70,20 @@ def test_arguments_come_from_the_config_file_and_the_command_line_wins(tmp_path)
         parse_arguments(["--train_dataset", "d", "--output_dir", "o"])
 
 
-def test_training_lowers_the_loss_and_saves_a_loadable_model(demo_data, tmp_path):
-    arguments = tiny_train_arguments(demo_data, tmp_path / "configs", tmp_path / "run", validation_task="demo",
-                                     validation_data=demo_data / "eval", report_to="tensorboard")
+def test_training_lowers_the_loss_and_saves_a_loadable_model(tiny_demo, tmp_path):
+    arguments = tiny_train_arguments(tiny_demo, tmp_path / "configs", tmp_path / "run", validation_task="demo",
+                                     validation_data=tiny_demo / "eval", report_to="tensorboard")
     model_args, _, _ = parse_arguments(arguments)
     from training.model_setup import build_model_and_processor
 
     torch.manual_seed(0)
-    initial, processor = build_model_and_processor(model_args, {"tokenizer_dir": str(demo_data / "tokenizer")})
-    before = _fixed_batch_loss(initial, demo_data, processor)
+    initial, processor = build_model_and_processor(model_args, {"tokenizer_dir": str(tiny_demo / "tokenizer")})
+    before = _fixed_batch_loss(initial, tiny_demo, processor)
 
-    model_dir = train.main(arguments)
+    model_dir = loop.main(arguments)
     assert model_dir == tmp_path / "run" / "model"
     trained = AltaForPreTraining.from_pretrained(model_dir)
-    after = _fixed_batch_loss(trained, demo_data, load_processor(model_dir))
+    after = _fixed_batch_loss(trained, tiny_demo, load_processor(model_dir))
     assert after < 0.8 * before, (before, after)
 
     # the folder is a complete model: inference class, processor, remote code, the run's arguments and best metric
@@ -121,26 +97,26 @@ def test_training_lowers_the_loss_and_saves_a_loadable_model(demo_data, tmp_path
     assert checkpoints == [f"checkpoint_{TOTAL_STEPS - 2}", f"checkpoint_{TOTAL_STEPS}"]  # the last two kept
 
 
-def test_sigkill_at_a_random_step_then_resume_is_bitwise_exact(demo_data, uninterrupted, tmp_path):
+def test_sigkill_at_a_random_step_then_resume_is_bitwise_exact(tiny_demo, uninterrupted, tmp_path):
     kill_step = random.Random(os.environ.get("PYTEST_SEED", 7)).choice([5, 9, 13, 15, 19])  # between checkpoints
-    arguments = tiny_train_arguments(demo_data, tmp_path / "configs", tmp_path / "run")
-    killed = _run_subprocess(arguments, {"ALTA_TEST_SIGKILL_AFTER_STEP": str(kill_step)})
+    arguments = tiny_train_arguments(tiny_demo, tmp_path / "configs", tmp_path / "run")
+    killed = run_train_py(arguments, {"ALTA_TEST_SIGKILL_AFTER_STEP": str(kill_step)})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert not (tmp_path / "run" / "model").exists()
     last_checkpoint = kill_step - kill_step % 2
     assert (tmp_path / "run" / "checkpoints" / f"checkpoint_{last_checkpoint}").is_dir()
 
-    resumed = _run_subprocess(arguments + ["--resume_from_checkpoint", "latest"])
+    resumed = run_train_py(arguments + ["--resume_from_checkpoint", "latest"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {tmp_path / 'run' / 'checkpoints' / f'checkpoint_{last_checkpoint}'}" in resumed.stderr
-    _assert_bitwise_equal(_final_weights(tmp_path / "run"), _final_weights(uninterrupted))
+    assert_bitwise_equal(final_weights(tmp_path / "run"), final_weights(uninterrupted))
 
 
 def _kill_while_writing(arguments: list[str], temporary_checkpoint: Path) -> None:
     """Run train.py with checkpoint writes paused before their rename; SIGKILL it inside the write of
     `temporary_checkpoint`."""
     process = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "train.py"), *arguments], cwd=REPO_ROOT,
+        [sys.executable, "-m", "tests.train_with_faults", *arguments], cwd=REPO_ROOT,
         env={**os.environ, "OMP_NUM_THREADS": "1", "ALTA_TEST_PAUSE_IN_CHECKPOINT_WRITE": "60"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
@@ -155,38 +131,38 @@ def _kill_while_writing(arguments: list[str], temporary_checkpoint: Path) -> Non
         process.kill()
 
 
-def test_sigkill_while_a_checkpoint_is_written_leaves_the_previous_one_usable(demo_data, uninterrupted, tmp_path):
-    arguments = tiny_train_arguments(demo_data, tmp_path / "configs", tmp_path / "run", checkpointing_steps=4)
+def test_sigkill_while_a_checkpoint_is_written_leaves_the_previous_one_usable(tiny_demo, uninterrupted, tmp_path):
+    arguments = tiny_train_arguments(tiny_demo, tmp_path / "configs", tmp_path / "run", checkpointing_steps=4)
     checkpoints = tmp_path / "run" / "checkpoints"
     _kill_while_writing(arguments, checkpoints / ".tmp-checkpoint_4")  # the first checkpoint
     assert not (checkpoints / "checkpoint_4").exists()
 
     # nothing complete yet: a resume starts over; the leftover is removed; the result is the uninterrupted one's
-    resumed = _run_subprocess(arguments + ["--resume_from_checkpoint", "latest"],
+    resumed = run_train_py(arguments + ["--resume_from_checkpoint", "latest"],
                               {"ALTA_TEST_SIGKILL_AFTER_STEP": "10"})
     assert resumed.returncode == -signal.SIGKILL
     assert not (checkpoints / ".tmp-checkpoint_4").exists() and (checkpoints / "checkpoint_8").is_dir()
     # now killed in the middle of writing checkpoint 12: checkpoint 8 stays the latest complete one
     _kill_while_writing(arguments + ["--resume_from_checkpoint", "latest"], checkpoints / ".tmp-checkpoint_12")
-    resumed = _run_subprocess(arguments + ["--resume_from_checkpoint", "latest"])
+    resumed = run_train_py(arguments + ["--resume_from_checkpoint", "latest"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "checkpoint_8 at step 8" in resumed.stderr
-    _assert_bitwise_equal(_final_weights(tmp_path / "run"), _final_weights(uninterrupted))
+    assert_bitwise_equal(final_weights(tmp_path / "run"), final_weights(uninterrupted))
 
 
-def test_cached_accumulation_trains_like_one_large_batch(demo_data, tmp_path):
+def test_cached_accumulation_trains_like_one_large_batch(tiny_demo, tmp_path):
     """2 cached micro-batches of 4 per step = plain batches of 8: same samples, same masking noise (drawn in the same
     order from the same RNG), the contrastive losses over all 8."""
-    def final_weights(name, **overrides):
-        arguments = tiny_train_arguments(demo_data, tmp_path / "configs", tmp_path / name, max_train_steps=3,
+    def trained_weights(name, **overrides):
+        arguments = tiny_train_arguments(tiny_demo, tmp_path / "configs", tmp_path / name, max_train_steps=3,
                                          **overrides)
         AcceleratorState._reset_state(reset_partial_state=True)
-        return _final_weights(train.main(arguments).parent)
+        return final_weights(loop.main(arguments).parent)
 
-    plain = final_weights("plain", per_device_train_batch_size=8)
-    cached = final_weights("cached", per_device_train_batch_size=4, gradient_accumulation_steps=2,
-                           cached_contrastive_accumulation=True)
-    accumulated = final_weights("accumulated", per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    plain = trained_weights("plain", per_device_train_batch_size=8)
+    cached = trained_weights("cached", per_device_train_batch_size=4, gradient_accumulation_steps=2,
+                             cached_contrastive_accumulation=True)
+    accumulated = trained_weights("accumulated", per_device_train_batch_size=4, gradient_accumulation_steps=2)
     assert plain.keys() == cached.keys()
     for name in plain:
         torch.testing.assert_close(cached[name], plain[name], rtol=1e-4, atol=2e-5, msg=name)
@@ -198,43 +174,27 @@ def _launch_two_processes(script_and_arguments: list[str]) -> subprocess.Complet
     return run_accelerate_on_cpu(script_and_arguments, processes=2, threads=1, timeout=600, cwd=REPO_ROOT)
 
 
-def test_two_processes_give_the_loss_and_gradients_of_one_process_with_the_whole_batch(demo_data, tmp_path):
-    script = str(TESTS / "distributed_step.py")
-    single, double = tmp_path / "one", tmp_path / "two"
-    for out in (single, double):
-        out.mkdir()
-    one = subprocess.run([sys.executable, script, str(demo_data), str(tmp_path / "configs"), str(single), "8"],
-                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = _launch_two_processes([script, str(demo_data), str(tmp_path / "configs"), str(double), "8"])
-    assert two.returncode == 0, two.stderr[-3000:]
-    expected, actual = load_file(str(single / "step.safetensors")), load_file(str(double / "step.safetensors"))
-    assert expected.keys() == actual.keys()
-    assert sum(name.startswith("grad/") for name in expected) > 50
-    for name in expected:
-        torch.testing.assert_close(actual[name], expected[name], rtol=1e-4, atol=1e-6, msg=name)
-
-
 @pytest.mark.slow
-def test_train_py_runs_on_two_processes(demo_data, tmp_path):
-    arguments = tiny_train_arguments(demo_data, tmp_path / "configs", tmp_path / "run", max_train_steps=4,
+def test_train_py_runs_on_two_processes(tiny_demo, tmp_path):
+    arguments = tiny_train_arguments(tiny_demo, tmp_path / "configs", tmp_path / "run", max_train_steps=4,
                                      per_device_train_batch_size=4, validation_task="demo",
-                                     validation_data=demo_data / "eval")
+                                     validation_data=tiny_demo / "eval")
     result = _launch_two_processes(["train.py", *arguments])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stderr
-    assert AltaModel.from_pretrained(tmp_path / "run" / "model") is not None
+    assert json.loads((tmp_path / "run" / "model" / "training_args.json").read_text())["global_step"] == 4
+    weights = AltaModel.from_pretrained(tmp_path / "run" / "model").state_dict()
+    assert all(torch.isfinite(tensor).all() for tensor in weights.values())
 
 
-def test_push_to_hub_uploads_the_model_card_and_never_prints_the_token(demo_data, tmp_path, capsys, caplog):
-    from fake_hub import FakeHub
+def test_push_to_hub_uploads_the_model_card_and_never_prints_the_token(tiny_demo, tmp_path, capsys, caplog):
+    from tests.fake_hub import FakeHub
 
     token = "hf_secret_token_for_the_test"
-    arguments = tiny_train_arguments(demo_data, tmp_path / "configs", tmp_path / "run", max_train_steps=2,
+    arguments = tiny_train_arguments(tiny_demo, tmp_path / "configs", tmp_path / "run", max_train_steps=2,
                                      push_to_hub=True, hub_model_id="me/alta-tiny", hub_token=token)
     with FakeHub().installed() as hub:
-        train.main(arguments)
+        loop.main(arguments)
         files = hub.files("me/alta-tiny")
     assert {"config.json", "model.safetensors", "processor_config.json", "modeling_alta.py", "README.md"} <= set(files)
     card = files["README.md"].decode()
@@ -244,14 +204,14 @@ def test_push_to_hub_uploads_the_model_card_and_never_prints_the_token(demo_data
     assert token not in (tmp_path / "run" / "model" / "training_args.json").read_text()
 
 
-def test_a_few_unreadable_studies_are_counted_and_too_many_stop_the_run(demo_data, tmp_path):
+def test_a_few_unreadable_studies_are_counted_and_too_many_stop_the_run(tiny_demo, tmp_path):
     data = tmp_path / "demo"
-    shutil.copytree(demo_data, data)
+    shutil.copytree(tiny_demo, data)
     rows, image_root, _ = load_pretraining_split(str(data / "pretrain"), "train")
     frontal = sorted({row["frontal_path"] for row in rows})
     (image_root / frontal[0]).write_bytes(b"not an image")  # 1 of 48: counted, the run goes on
 
-    model_dir = train.main(tiny_train_arguments(data, tmp_path / "configs", tmp_path / "ok", num_train_epochs=2,
+    model_dir = loop.main(tiny_train_arguments(data, tmp_path / "configs", tmp_path / "ok", num_train_epochs=2,
                                                 max_skipped_fraction=0.05))
     state = json.loads(sorted((tmp_path / "ok" / "checkpoints").glob("checkpoint_*/training_state.json"))[-1]
                        .read_text())
@@ -262,4 +222,4 @@ def test_a_few_unreadable_studies_are_counted_and_too_many_stop_the_run(demo_dat
     for path in frontal[1:6]:  # 6 of 48 = 12.5 % > 5 %
         (image_root / path).unlink()
     with pytest.raises(RuntimeError, match=r"could not be read, more than --max_skipped_fraction 0.05"):
-        train.main(tiny_train_arguments(data, tmp_path / "configs", tmp_path / "bad", max_skipped_fraction=0.05))
+        loop.main(tiny_train_arguments(data, tmp_path / "configs", tmp_path / "bad", max_skipped_fraction=0.05))

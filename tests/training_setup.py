@@ -1,12 +1,20 @@
 """A tiny training setup shared by the training tests: demo data, a model config and a processor config small
-enough that a training step takes a fraction of a second on one CPU core."""
+enough that a training step takes a fraction of a second on one CPU core; train.py runs in a subprocess and their
+results."""
 
 import json
+import os
+import sys
 from pathlib import Path
 
-from dataset_scripts.demo import DemoOptions, build_demo_data
+import torch
+from safetensors.torch import load_file
 
-__all__ = ["TINY_DEMO", "build_tiny_demo", "tiny_train_arguments", "write_tiny_configs"]
+from dataset_scripts.demo import DemoOptions, build_demo_data
+from devtools.processes import run_command
+
+__all__ = ["TINY_DEMO", "assert_bitwise_equal", "build_tiny_demo", "final_weights", "run_train_py",
+           "tiny_train_arguments", "write_tiny_configs"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_DEMO = DemoOptions(num_train_studies=48, num_validate_studies=4, num_eval_per_class=4, image_size=64, seed=5)
@@ -64,3 +72,21 @@ def tiny_train_arguments(data_dir: Path, config_dir: Path, output_dir: Path, **o
             continue
         arguments += [f"--{name}", str(value)]
     return arguments
+
+
+def run_train_py(arguments: list[str], faults: dict | None = None, timeout: float = 600):
+    """`python train.py ARGUMENTS` on one thread, or with `faults` (the environment variables of
+    tests/train_with_faults.py) `python -m tests.train_with_faults ARGUMENTS`."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(faults or {})}
+    script = ["-m", "tests.train_with_faults"] if faults else [str(REPO_ROOT / "train.py")]
+    return run_command([sys.executable, *script, *arguments], cwd=REPO_ROOT, env=env, timeout=timeout)
+
+
+def final_weights(output_dir: Path) -> dict:
+    return load_file(str(Path(output_dir) / "model" / "model.safetensors"))
+
+
+def assert_bitwise_equal(actual: dict, expected: dict) -> None:
+    assert actual.keys() == expected.keys()
+    different = [name for name in expected if not torch.equal(actual[name], expected[name])]
+    assert not different, different[:5]

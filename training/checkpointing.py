@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 
 __all__ = ["STATE_FILE", "list_checkpoints", "load_checkpoint", "remove_incomplete_checkpoints", "resolve_checkpoint",
@@ -18,9 +17,6 @@ __all__ = ["STATE_FILE", "list_checkpoints", "load_checkpoint", "remove_incomple
 STATE_FILE = "training_state.json"
 _NAME = re.compile(r"^checkpoint_(\d+)$")
 _TEMPORARY_PREFIX = ".tmp-"
-# Test hook: seconds to wait inside the write (after the state files, before the rename), so a test can kill the
-# process at a known point of the write.
-_PAUSE_ENV = "ALTA_TEST_PAUSE_IN_CHECKPOINT_WRITE"
 
 
 def checkpoints_root(output_dir) -> Path:
@@ -86,8 +82,6 @@ def save_checkpoint(accelerator, output_dir, state: dict, total_limit: int | Non
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _write_json_durably(temporary / STATE_FILE, state)
-        if os.environ.get(_PAUSE_ENV):
-            time.sleep(float(os.environ[_PAUSE_ENV]))
         if final.exists():  # a re-run of the same step after a resume
             shutil.rmtree(final)
         os.replace(temporary, final)

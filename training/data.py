@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from processing import PRETRAINING_KEYS, AltaPreTrainingCollator, RadiographLoadError
+from processing import PRETRAINING_KEYS, STUDY_VIEWS, AltaPreTrainingCollator, RadiographLoadError
 
 __all__ = [
     "EpochShuffleSampler",
@@ -30,9 +30,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-VIEW_COLUMNS = ("frontal_path", "lateral_path", "prior_frontal_path", "prior_lateral_path")
+VIEW_COLUMNS = tuple(f"{view}_path" for view in STUDY_VIEWS)
 # Embedded-image columns of pre-resized shards (dataset_scripts.shard_images), in slot order.
-EMBEDDED_VIEW_COLUMNS = ("frontal_image", "lateral_image", "prior_frontal_image", "prior_lateral_image")
+EMBEDDED_VIEW_COLUMNS = tuple(f"{view}_image" for view in STUDY_VIEWS)
 # Counters a sample carries next to the model inputs; the loop pops them before the forward pass.
 SAMPLE_COUNTERS = ("skipped_studies", "dropped_views")
 _MAX_LOGGED_PROBLEMS = 20

@@ -155,7 +155,7 @@ def main(argv=None) -> dict:
     _ensure_demo_data(data_dir, args.num_train_studies, FRONTAL_ONLY if args.frontal_only else [])
     data_ready = time.perf_counter()
 
-    import train
+    import training.loop as train
     from evaluation import format_table, run_task
     from modeling_alta import AltaModel
     from processing import load_processor

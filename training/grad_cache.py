@@ -106,13 +106,7 @@ def cached_contrastive_step(model, micro_batches, loss_scale: float = 1.0, backw
     micro_batches = _check_micro_batches(micro_batches)
     backward = backward or torch.Tensor.backward
     alta = _contrastive_module(model)
-    config = alta.config
-    weights = {
-        "global_loss": config.global_loss_weight,
-        "local_loss": config.local_loss_weight,
-        "reconstruction_loss": config.reconstruction_loss_weight,
-        "mlm_loss": config.mlm_loss_weight,
-    }
+    weights = alta.config.loss_weights
 
     # 1. embed every micro-batch without keeping activations
     enabled = [name for name in _CONTRASTIVE_INPUTS if weights[name] != 0]

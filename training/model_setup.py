@@ -123,8 +123,10 @@ def build_model_and_processor(model_args, dataset_meta: dict) -> tuple[AltaForPr
         if model_args.vision_attention_init == "mimetic":
             mimetic_attention_init_(model.alta.vision_model.layers)
     elif model_args.model_name_or_path is not None:
-        if model_args.adapter_type not in (None, "bottleneck"):
-            raise ValueError("--adapter_type applies to a fresh or tower-converted model; a saved folder keeps its own")
+        saved_type = AltaConfig.from_pretrained(model_args.model_name_or_path).adapter_type
+        if model_args.adapter_type not in (None, saved_type):
+            raise ValueError(f"--adapter_type {model_args.adapter_type}: {model_args.model_name_or_path} holds "
+                             f"{saved_type} adapters (a saved folder keeps its own); leave --adapter_type out")
         model = AltaForPreTraining.from_pretrained(model_args.model_name_or_path)
         processor = load_processor(model_args.model_name_or_path)
     else:

@@ -1,26 +1,16 @@
 """Run-time choices of a training process: device, mixed precision, and decisions all processes must share."""
 
-import os
-import signal
 import warnings
 
 import torch
 from accelerate.utils import is_mps_available, is_npu_available, is_xpu_available
 
-__all__ = ["all_finite", "choose_mixed_precision", "crash_here_for_tests", "prefer_cpu"]
-
-# Test hook: the optimizer step after which the process kills itself with SIGKILL (the exact-resume tests).
-_KILL_ENV = "ALTA_TEST_SIGKILL_AFTER_STEP"
+__all__ = ["all_finite", "choose_mixed_precision", "prefer_cpu"]
 
 
 def prefer_cpu(use_cpu: bool) -> bool:
     """Train on the CPU when asked to or when no accelerator exists (this also makes a multi-process launch use gloo)."""
     return use_cpu or not (torch.cuda.is_available() or is_xpu_available() or is_mps_available() or is_npu_available())
-
-
-def crash_here_for_tests(global_step: int) -> None:
-    if os.environ.get(_KILL_ENV) == str(global_step):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def choose_mixed_precision(requested: str | None, cpu: bool) -> str | None:

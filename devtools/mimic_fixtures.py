@@ -1,4 +1,4 @@
-"""Synthetic MIMIC-CXR-JPG + MIMIC-CXR report fixtures in the real file formats (see shared/spec/data_formats.md §1).
+"""Synthetic MIMIC-CXR-JPG + MIMIC-CXR report fixtures in the real file formats (docs/datasets.md, "MIMIC-CXR-JPG pre-training set").
 
 Two generators:
 * `write_mimic_fixture`: a small hand-made set with every quirk the builders must handle; the tests
