@@ -3,6 +3,7 @@ exactly, the committed `demo_towers/` match their metadata, and the demo's ALTA 
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -98,8 +99,8 @@ def test_checks_measure_what_they_claim(tiny_data, towers):
     class ByPatient(torch.nn.Module):
         """An 'embedding' that is the patient's index: same-patient pairs are the only similar ones."""
 
-        def get_image_features(self, pixels):
-            return torch.eye(len(pixels)) + 0.01
+        def get_image_features(self, pixel_values):
+            return SimpleNamespace(pooler_output=torch.eye(len(pixel_values)) + 0.01)
 
     result = temporal_consistency_auroc(ByPatient(), processor, studies, image_root)
     assert result["pairs"] == len(studies) and result["auroc"] == 1.0

@@ -62,7 +62,8 @@ def reconstruction_loss_on_held_out(model, processor, studies, image_root, seed:
 @torch.no_grad()
 def temporal_consistency_auroc(model, processor, studies, image_root) -> dict:
     """ROC AUC of current-vs-prior frontal similarity: same patient against other patients (unmasked, the inference
-    image embedding `get_image_features`). `model` is an `AltaModel` (or anything with that method)."""
+    image embedding `get_image_features(...).pooler_output`). `model` is an `AltaModel` (or anything with that
+    method)."""
     pairs = [row for row in studies if row.get("prior_frontal_path")]
     if len(pairs) < 2:
         raise ValueError(f"temporal consistency needs at least 2 held-out studies with a prior, found {len(pairs)}")
@@ -71,7 +72,7 @@ def temporal_consistency_auroc(model, processor, studies, image_root) -> dict:
     def embed(column):
         images = [Image.open(image_root / row[column]).convert("RGB") for row in pairs]
         pixels = processor(images=images, return_tensors="pt")["pixel_values"]
-        return F.normalize(model.get_image_features(pixels), dim=-1)
+        return F.normalize(model.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
 
     was_training = model.training
     model.eval()
