@@ -23,23 +23,22 @@ TINY = DemoOptions(num_train_studies=8, num_validate_studies=6, num_eval_per_cla
                    prior_fraction=1.0)
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demo") / "demo_data"
-    build_demo_data(out, TINY, num_workers=1)
-    return out
+def _pretrain(data, out):
+    return pretrain(["--data-dir", str(data), "--output-dir", str(out), "--batch-size", "4", "--max-steps", "3",
+                     "--num-workers", "0"])
 
 
 @pytest.fixture(scope="module")
-def towers(tiny_data, tmp_path_factory):
+def towers(tmp_path_factory):
+    """(demo data where every held-out study has a prior, the pre-training output folder, its summary)."""
+    data = tmp_path_factory.mktemp("demo") / "demo_data"
+    build_demo_data(data, TINY, num_workers=1)
     out = tmp_path_factory.mktemp("towers")
-    summary = pretrain(["--data-dir", str(tiny_data), "--output-dir", str(out), "--batch-size", "4",
-                        "--max-steps", "3", "--num-workers", "0"])
-    return out, summary
+    return data, out, _pretrain(data, out)
 
 
 def test_pretrained_towers_convert_exactly(towers):
-    out, summary = towers
+    _, out, summary = towers
     model, report = build_from_pretrained_towers(out / "MRM.pth", out / TEXT_FOLDER)
     assert summary["steps"] == 3 and summary["seed"] == 0
     assert set(report.ignored) == {"bert_mlp.weight", "bert_mlp.bias"}  # MRM's image->report map, unused by ALTA
@@ -59,10 +58,9 @@ def test_pretrained_towers_convert_exactly(towers):
     assert 0 < summary["final_losses"]["reconstruction_loss"] < 10 and 0 < summary["final_losses"]["mlm_loss"] < 10
 
 
-def test_pretraining_is_deterministic_and_metadata_lists_the_files(towers, tiny_data, tmp_path):
-    out, summary = towers
-    again = pretrain(["--data-dir", str(tiny_data), "--output-dir", str(tmp_path), "--batch-size", "4",
-                      "--max-steps", "3", "--num-workers", "0"])
+def test_pretraining_is_deterministic_and_metadata_lists_the_files(towers, tmp_path):
+    data, out, summary = towers
+    again = _pretrain(data, tmp_path)
     assert again["history"][-1]["reconstruction_loss"] == summary["history"][-1]["reconstruction_loss"]
     first, _ = load_original_checkpoint(out / "MRM.pth")
     second, _ = load_original_checkpoint(tmp_path / "MRM.pth")
@@ -83,8 +81,8 @@ def test_committed_demo_towers_match_their_metadata():
         assert file_record(COMMITTED / name) == record, name
 
 
-def test_checks_measure_what_they_claim(tiny_data, towers):
-    out, _ = towers
+def test_checks_measure_what_they_claim(towers):
+    tiny_data, out, _ = towers
     model, _ = build_from_pretrained_towers(out / "MRM.pth", out / TEXT_FOLDER)
     breakdown = trainable_breakdown(model)
     assert (breakdown["trainable"], breakdown["total"]) == model.trainable_parameter_counts()
@@ -107,7 +105,7 @@ def test_checks_measure_what_they_claim(tiny_data, towers):
 
 
 def test_heads_policy_trains_only_the_projection_heads(towers):
-    out, _ = towers
+    _, out, _ = towers
     model, _ = build_from_pretrained_towers(out / "MRM.pth", out / TEXT_FOLDER)
     set_trainable_policy(model, "heads")
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
@@ -129,12 +127,13 @@ def test_towers_convert_with_lora_adapters_too(towers):
     """LoRA wraps other modules than the bottleneck adapters (q/v projections): the conversion follows the model."""
     from training.model_setup import _lora_overrides
 
-    out, _ = towers
+    _, out, _ = towers
     bottleneck, _ = build_from_pretrained_towers(out / "MRM.pth", out / TEXT_FOLDER)
     lora, _ = build_from_pretrained_towers(out / "MRM.pth", out / TEXT_FOLDER,
                                            config_overrides=_lora_overrides(bottleneck.config))
     assert lora.config.adapter_type == "lora"
     pixels, ids = torch.randn(2, 3, 112, 112), torch.tensor([[2, 7, 9, 3]])
     with torch.no_grad():  # both adapters start at identity: the towers compute the same
-        assert torch.allclose(lora.alta.vision_hidden_states(pixels), bottleneck.alta.vision_hidden_states(pixels), atol=1e-5)
+        assert torch.allclose(lora.alta.vision_hidden_states(pixels), bottleneck.alta.vision_hidden_states(pixels),
+                              atol=1e-5)
         assert torch.allclose(lora.alta.text_hidden_states(ids), bottleneck.alta.text_hidden_states(ids), atol=1e-5)
