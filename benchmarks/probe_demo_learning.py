@@ -5,7 +5,7 @@
     python -m benchmarks.probe_demo_learning --data /tmp/demo_data --path slots-frontal --mask-ratio 0.75 \
         --vision-attention-init mimetic
 
-Every run trains the demo model (`configs/demo.yaml`, every weight trainable) with the global InfoNCE loss only, batch
+Every run trains the demo model (`configs/demo_from_scratch.yaml`, every weight trainable) with the global InfoNCE loss only, batch
 32, AdamW (0.9, 0.95), a 40-step warm-up then a constant learning rate, and reports the loss and the zero-shot accuracy
 on the demo validation split every `--eval-every` steps. The image path decides what the loss sees:
 
@@ -58,7 +58,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
 
     model_args, data_args, _ = parse_arguments([
-        "--config", str(REPO_ROOT / "configs" / "demo.yaml"), "--train_dataset", f"{args.data}/pretrain",
+        "--config", str(REPO_ROOT / "configs" / "demo_from_scratch.yaml"), "--train_dataset", f"{args.data}/pretrain",
         "--validation_data", f"{args.data}/eval", "--output_dir", "unused",
         "--vision_attention_init", args.vision_attention_init,
     ])

@@ -274,11 +274,27 @@ def build_from_pretrained_towers(
     return model.eval(), report
 
 
+def _to_model_wrapping(weights: dict, model_state: dict) -> dict:
+    """The key map names tower weights as wrapped by the bottleneck adapters (`....base_layer....`); LoRA wraps other
+    modules (q/v, not the output projection). Rename each weight to the wrapping the model has."""
+    renamed = {}
+    for name, tensor in weights.items():
+        if name not in model_state:
+            bare = name.replace(".base_layer.", ".")
+            parts = bare.split(".")
+            candidates = [bare] + [".".join(parts[:i] + ["base_layer"] + parts[i:]) for i in range(1, len(parts))]
+            name = next((candidate for candidate in candidates if candidate in model_state), name)
+        renamed[name] = tensor
+    return renamed
+
+
 def _load_strictly(model, image_weights, text_weights, report, optional_text_parts, sources) -> None:
     """Load both sources into `model`; every model tensor must come from a source or be ALTA-initialised, and an
     optional text part (a head) is taken whole or not at all."""
     mrm_checkpoint, text_model_dir = sources
     model_state = model.state_dict()
+    image_weights = _to_model_wrapping(image_weights, model_state)
+    text_weights = _to_model_wrapping(text_weights, model_state)
     tied = set(model.all_tied_weights_keys)
     weights = {**image_weights, **text_weights}
     unexpected = sorted(set(weights) - set(model_state))

@@ -36,12 +36,15 @@ class ModelArguments:
         metadata={"help": "Tokenizer folder for a fresh model (default: the training set's `tokenizer_dir`)."},
     )
     processor_config: str | None = field(
-        default=None, metadata={"help": "JSON of AltaImageProcessor settings (sizes, augmentation) for a fresh processor."}
+        default=None,
+        metadata={"help": "JSON of AltaImageProcessor settings (sizes, augmentation) for the processor of a fresh "
+                          "or tower-converted model."},
     )
-    trainable_policy: Literal["alta", "all"] = field(
+    trainable_policy: Literal["alta", "all", "heads"] = field(
         default="alta",
         metadata={"help": "'alta': ALTA's trainable set (adapters, norms, heads, ...); 'all': train every weight "
-                          "(towers trained from scratch, e.g. the demo, which has no pretrained towers)."},
+                          "(full fine-tuning, or towers trained from scratch); 'heads': the projection heads and "
+                          "logit scales only (frozen towers, no adapters)."},
     )
     adapter_type: Literal["bottleneck", "lora"] | None = field(
         default=None,

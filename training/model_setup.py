@@ -17,14 +17,18 @@ __all__ = ["build_model_and_processor", "mimetic_attention_init_", "set_trainabl
 logger = logging.getLogger(__name__)
 
 
-def _fresh_processor(model_args, dataset_meta: dict) -> AltaProcessor:
-    tokenizer_dir = model_args.tokenizer_dir or dataset_meta.get("tokenizer_dir")
-    if tokenizer_dir is None:
-        raise ValueError("a fresh model needs a tokenizer: give --tokenizer_dir (a folder with vocab.txt)")
+def _processor(model_args, tokenizer_dir) -> AltaProcessor:
     # {"image_processor": {AltaImageProcessor settings}, other AltaProcessor settings (max_length, mlm_*, ...)}
     settings = json.loads(Path(model_args.processor_config).read_text()) if model_args.processor_config else {}
     image_settings = settings.pop("image_processor", {})
     return AltaProcessor(AltaImageProcessor(**image_settings), BertTokenizer.from_pretrained(tokenizer_dir), **settings)
+
+
+def _fresh_processor(model_args, dataset_meta: dict) -> AltaProcessor:
+    tokenizer_dir = model_args.tokenizer_dir or dataset_meta.get("tokenizer_dir")
+    if tokenizer_dir is None:
+        raise ValueError("a fresh model needs a tokenizer: give --tokenizer_dir (a folder with vocab.txt)")
+    return _processor(model_args, tokenizer_dir)
 
 
 def _lora_overrides(config) -> dict:
@@ -92,14 +96,21 @@ def _check_geometry(model: AltaForPreTraining, processor: AltaProcessor) -> None
 
 
 def set_trainable_policy(model: AltaForPreTraining, policy: str) -> None:
-    """'alta': ALTA's trainable set. 'all': every weight except the fixed sin-cos position tables."""
+    """'alta': ALTA's trainable set. 'all': every weight except the fixed sin-cos position tables. 'heads': the
+    projection heads and logit scales only (frozen towers without adapters: the study's lower bound)."""
     model.apply_trainable_policy()
-    if policy == "all":
+    if policy == "heads":
+        alta = model.alta
+        heads = (alta.visual_projection, alta.visual_local_projection, alta.text_projection, alta.text_local_projection)
+        keep = {id(p) for head in heads for p in head.parameters()} | {id(alta.logit_scale), id(alta.local_logit_scales)}
+        for parameter in model.parameters():
+            parameter.requires_grad_(id(parameter) in keep)
+    elif policy == "all":
         fixed = {id(model.alta.vision_model.embeddings.position_embeddings), id(model.decoder.decoder_pos_embed)}
         for parameter in model.parameters():
             parameter.requires_grad_(id(parameter) not in fixed)
     elif policy != "alta":
-        raise ValueError(f"unknown trainable policy {policy!r}; use 'alta' or 'all'")
+        raise ValueError(f"unknown trainable policy {policy!r}; use 'alta', 'all' or 'heads'")
 
 
 def build_model_and_processor(model_args, dataset_meta: dict) -> tuple[AltaForPreTraining, AltaProcessor]:
@@ -120,7 +131,8 @@ def build_model_and_processor(model_args, dataset_meta: dict) -> tuple[AltaForPr
         processor = load_processor(model_args.model_name_or_path)
     else:
         model = _model_from_towers(model_args)
-        processor = AltaProcessor(AltaImageProcessor(), BertTokenizer.from_pretrained(model_args.init_from_cxr_bert))
+        # the towers' geometry may differ from the official one (the demo towers): --processor_config sets it
+        processor = _processor(model_args, model_args.init_from_cxr_bert)
     _check_geometry(model, processor)
     set_trainable_policy(model, model_args.trainable_policy)
     if model_args.gradient_checkpointing:
