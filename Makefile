@@ -20,7 +20,7 @@ $(VENV)/.installed: setup.py
 install: $(VENV)/.installed
 
 demo: install
-	$(PY) -m training.demo
+	$(PY) -m alta_hf.training.demo
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -6,7 +6,7 @@
 The command itself is `evaluation/cli.py` (docs/evaluation.md).
 """
 
-from evaluation.cli import main, parse_args
+from alta_hf.evaluation.cli import main, parse_args
 
 __all__ = ["main", "parse_args"]
 

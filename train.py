@@ -10,7 +10,7 @@ Two CPU processes (gloo): `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu
 `training/loop.py` (`from training.loop import main`).
 """
 
-from training.loop import main
+from alta_hf.training.loop import main
 
 if __name__ == "__main__":
     main()

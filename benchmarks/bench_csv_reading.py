@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from dataset_scripts.common import read_csv_columns
-from dataset_scripts.mimic_tables import METADATA_COLUMNS
+from alta_hf.dataset_scripts.common import read_csv_columns
+from alta_hf.dataset_scripts.mimic_tables import METADATA_COLUMNS
 from devtools.mimic_fixtures import write_synthetic_mimic
 
 

@@ -5,7 +5,7 @@
 For each scale it generates synthetic MIMIC-CXR-JPG tables (`.csv.gz`, the real headers and quirks)
 and a `mimic-cxr-reports.zip` with one report per study, scaled from the real sizes (377,110 images,
 227,835 studies, 65,379 subjects at 1.0). Each build runs in a fresh Python process (so its peak RSS is
-its own) and does exactly what `python -m dataset_scripts.mimic_cxr` does: build, then `save_to_disk`
+its own) and does exactly what `python -m alta_hf.dataset_scripts.mimic_cxr` does: build, then `save_to_disk`
 with the json files. Goal at 1.0: < 60 s and < 4 GB peak; time should grow linearly with size.
 Wall time depends on what else runs on the machine; CPU time (all threads of the process) is the
 steadier measure of the work, so the linearity column uses it.
@@ -33,8 +33,8 @@ FULL = {"n_subjects": 65_379, "n_studies": 227_835, "n_images": 377_110}
 def child(root: str, reports: str, output: str) -> None:
     """Runs in the subprocess: one timed build + save, result as one JSON line on stdout."""
     start = time.perf_counter()
-    from dataset_scripts.common import save_dataset
-    from dataset_scripts.mimic_cxr import build_mimic_cxr
+    from alta_hf.dataset_scripts.common import save_dataset
+    from alta_hf.dataset_scripts.mimic_cxr import build_mimic_cxr
 
     imported, cpu_imported = time.perf_counter(), time.process_time()
     dataset, meta, summary = build_mimic_cxr(root, reports)
@@ -54,7 +54,7 @@ def compare_readers(folder: Path) -> None:
 
     import pandas as pd
 
-    from dataset_scripts.mimic_reports import MimicReports
+    from alta_hf.dataset_scripts.mimic_reports import MimicReports
 
     metadata = folder / "mimic-cxr-jpg" / "mimic-cxr-2.0.0-metadata.csv.gz"
     for engine in ("c", "pyarrow"):

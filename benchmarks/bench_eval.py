@@ -29,7 +29,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
-from evaluation import embed_images, embed_texts, mean_class_embeddings, run_task
+from alta_hf.evaluation import embed_images, embed_texts, mean_class_embeddings, run_task
 
 FIXTURES = REPO / "tests" / "fixtures"  # real radiographs and the tiny CXR-BERT vocabulary
 FULL_RES_JPEG = FIXTURES / "realdata" / "derived" / "rg1_mimic_cxr_jpg_style.jpg"
@@ -92,10 +92,10 @@ class StandInProcessor:
 
 def install_loader_if_missing():
     """Use processing.load_radiograph when it exists; otherwise a Pillow stand-in with draft decoding."""
-    import processing
+    from alta_hf import processing
 
     if hasattr(processing, "load_radiograph"):
-        return "processing.load_radiograph"
+        return "alta_hf.processing.load_radiograph"
 
     class LoadError(ValueError):
         pass
@@ -139,7 +139,7 @@ SOURCES = (("full-res JPEG 1841x1955, full decode", FULL_RES_JPEG, False),
 
 def decode_throughput(processor, count) -> list[tuple[str, float]]:
     """Images/s of loading + preprocessing alone (what bounds a GPU run)."""
-    import processing
+    from alta_hf import processing
 
     rows = []
     for label, path, draft in SOURCES:
@@ -211,7 +211,7 @@ def main():
     torch.manual_seed(0)
     loader = install_loader_if_missing()
     if args.model:
-        from evaluation.loading import load_model_and_processor
+        from alta_hf.evaluation.loading import load_model_and_processor
 
         model, processor, _ = load_model_and_processor(args.model)
         name = args.model

@@ -28,7 +28,7 @@ CONFIGURATIONS = {
 
 
 def run(batch_cpu: dict, full_work: bool, checkpointing: bool, steps: int, warmup: int) -> dict:
-    from modeling_alta import AltaConfig, AltaForPreTraining
+    from alta_hf.modeling_alta import AltaConfig, AltaForPreTraining
 
     torch.manual_seed(0)
     device = torch.device("cuda")
@@ -72,7 +72,7 @@ def main(argv=None) -> None:
         raise SystemExit("bench_gpu.py needs a CUDA GPU (torch.cuda.is_available() is False)")
     if not torch.cuda.is_bf16_supported():
         raise SystemExit(f"{torch.cuda.get_device_name()} has no bf16 support")
-    from modeling_alta import AltaConfig
+    from alta_hf.modeling_alta import AltaConfig
 
     lengths, source = report_token_lengths(args.lengths, args.batch_size, torch.Generator().manual_seed(0))
     batch = pretraining_batch(AltaConfig(), lengths, torch.Generator().manual_seed(1))

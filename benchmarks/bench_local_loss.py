@@ -21,13 +21,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from dataset_scripts.torchxrayvision_data import (
+from alta_hf.dataset_scripts.torchxrayvision_data import (
     TorchXRayVisionUnavailable,
     fetch_torchxrayvision_file,
     read_indiana_reports,
 )
 from devtools.reference_losses import reference_local_loss, reference_local_similarities
-from modeling_alta.losses_alta import local_contrastive_loss
+from alta_hf.modeling_alta.losses_alta import local_contrastive_loss
 
 
 def report_lengths(batch_size: int, max_words: int, kind: str, generator: torch.Generator) -> tuple[torch.Tensor, str]:

@@ -34,9 +34,9 @@ from accelerate.state import AcceleratorState  # noqa: E402
 
 from benchmarks.bench_dataset_mimic import cpu_name  # noqa: E402
 from benchmarks.bench_training_throughput import benchmark_config  # noqa: E402
-from modeling_alta.losses_alta import clamp_logit_scales_  # noqa: E402
-from training import loop  # noqa: E402
-from training.data import SAMPLE_COUNTERS  # noqa: E402
+from alta_hf.modeling_alta.losses_alta import clamp_logit_scales_  # noqa: E402
+from alta_hf.training import loop  # noqa: E402
+from alta_hf.training.data import SAMPLE_COUNTERS  # noqa: E402
 
 KINDS = ("bare", "loop", "loop + loader")
 
@@ -112,7 +112,7 @@ def markdown(results: list[dict], batch: int) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, required=True, help="a demo data folder (python -m dataset_scripts.demo)")
+    parser.add_argument("--data", type=Path, required=True, help="a demo data folder (python -m alta_hf.dataset_scripts.demo)")
     parser.add_argument("--steps", type=int, default=5, help="steps of each kind per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--policies", nargs="+", default=["all", "alta"])

@@ -40,7 +40,7 @@ MODES = {"checkpointing": ("plain", "checkpointing"), "cached": ("plain", "cache
 
 
 def _config(geometry: str):
-    from modeling_alta import AltaConfig
+    from alta_hf.modeling_alta import AltaConfig
 
     if geometry == "base":
         return AltaConfig()
@@ -48,8 +48,8 @@ def _config(geometry: str):
 
 
 def worker(mode: str, geometry: str, batch_size: int, micro_batches: int, steps: int, warmup: bool) -> dict:
-    from modeling_alta import AltaForPreTraining
-    from training.grad_cache import cached_contrastive_step
+    from alta_hf.modeling_alta import AltaForPreTraining
+    from alta_hf.training.grad_cache import cached_contrastive_step
 
     torch.manual_seed(0)
     model = AltaForPreTraining(_config(geometry)).train()

@@ -25,8 +25,8 @@ def main(argv=None) -> None:
     from peft import inject_adapter_in_model
     from transformers import ViTMAEModel
 
-    from modeling_alta import AltaConfig, AltaModel
-    from modeling_alta.adapters_alta import ADAPTER_NAME, tower_adapter_config
+    from alta_hf.modeling_alta import AltaConfig, AltaModel
+    from alta_hf.modeling_alta.adapters_alta import ADAPTER_NAME, tower_adapter_config
 
     torch.manual_seed(0)
     config = AltaConfig()

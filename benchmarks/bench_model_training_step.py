@@ -65,7 +65,7 @@ def report_token_lengths(kind: str, count: int, generator: torch.Generator) -> t
     """`count` report lengths in tokens ([CLS] and [SEP] included, at most 128) and where they came from."""
     if kind == "full":
         return [REPORT_LENGTH] * count, "all 128 tokens"
-    from dataset_scripts.torchxrayvision_data import (
+    from alta_hf.dataset_scripts.torchxrayvision_data import (
         TorchXRayVisionUnavailable,
         fetch_torchxrayvision_file,
         read_indiana_reports,
@@ -163,7 +163,7 @@ def saved_for_backward_mib(model, run) -> float:
 
 
 def worker(mode: str, lengths: list[int], steps: int, bf16: bool) -> dict:
-    from modeling_alta import AltaConfig, AltaForPreTraining
+    from alta_hf.modeling_alta import AltaConfig, AltaForPreTraining
 
     torch.manual_seed(0)
     model = AltaForPreTraining(AltaConfig()).train()

@@ -21,8 +21,8 @@ from transformers import BertTokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-from processing import AltaImageProcessor, AltaProcessor, apply_augmentation, draw_augmentation
-from processing.image_processing_alta import _center_crop, _resize_shorter_side
+from alta_hf.processing import AltaImageProcessor, AltaProcessor, apply_augmentation, draw_augmentation
+from alta_hf.processing.image_processing_alta import _center_crop, _resize_shorter_side
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures"  # real radiographs and the tiny CXR-BERT vocabulary
 REPORT = ("Heart size is mildly enlarged. There is a small left pleural effusion. No pneumothorax. "

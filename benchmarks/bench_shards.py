@@ -24,11 +24,11 @@ from transformers import BertTokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-from dataset_scripts.common import frame_to_dataset, save_dataset
-from dataset_scripts.mimic_cxr import PRETRAINING_FEATURES
-from dataset_scripts.shard_images import ShardOptions, encode_image, shard_images, shrink_radiograph
-from processing import AltaImageProcessor, AltaProcessor
-from training.data import StudyDataset, load_pretraining_split
+from alta_hf.dataset_scripts.common import frame_to_dataset, save_dataset
+from alta_hf.dataset_scripts.mimic_cxr import PRETRAINING_FEATURES
+from alta_hf.dataset_scripts.shard_images import ShardOptions, encode_image, shard_images, shrink_radiograph
+from alta_hf.processing import AltaImageProcessor, AltaProcessor
+from alta_hf.training.data import StudyDataset, load_pretraining_split
 
 from benchmarks.bench_dataset_mimic import cpu_name
 

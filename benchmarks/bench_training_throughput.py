@@ -36,14 +36,14 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-from dataset_scripts.demo import build_demo_data
-from dataset_scripts.demo_studies import DemoOptions
-from modeling_alta.losses_alta import clamp_logit_scales_
+from alta_hf.dataset_scripts.demo import build_demo_data
+from alta_hf.dataset_scripts.demo_studies import DemoOptions
+from alta_hf.modeling_alta.losses_alta import clamp_logit_scales_
 from devtools.processes import run_accelerate_on_cpu
-from training.arguments import parse_arguments
-from training.data import SAMPLE_COUNTERS, StudyDataset, build_train_loader, load_pretraining_split
-from training.model_setup import build_model_and_processor
-from training.optimization import build_optimizer, scaled_learning_rate
+from alta_hf.training.arguments import parse_arguments
+from alta_hf.training.data import SAMPLE_COUNTERS, StudyDataset, build_train_loader, load_pretraining_split
+from alta_hf.training.model_setup import build_model_and_processor
+from alta_hf.training.optimization import build_optimizer, scaled_learning_rate
 
 from benchmarks.bench_dataset_mimic import cpu_name
 
@@ -235,7 +235,7 @@ def markdown(results: dict) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, help="a demo data folder (python -m dataset_scripts.demo); "
+    parser.add_argument("--data", type=Path, help="a demo data folder (python -m alta_hf.dataset_scripts.demo); "
                                                   "default: generate one into a temporary folder")
     parser.add_argument("--batch-size", type=int, help="per-device batch (default: configs/demo.yaml's, 32)")
     parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps per run, after the warm-up (the defaults fill the 23 steps of one "

@@ -26,8 +26,8 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 
-from dataset_scripts.demo import DemoOptions, build_demo_data, render_study
-from dataset_scripts.demo_phantom import CLASS_NAMES
+from alta_hf.dataset_scripts.demo import DemoOptions, build_demo_data, render_study
+from alta_hf.dataset_scripts.demo_phantom import CLASS_NAMES
 
 
 def _cpu_seconds() -> float:

@@ -1,11 +1,11 @@
 """Linear probe and adapter fine-tuning of a demo model at 10 % and 100 % of the demo labels: the README figures.
 
-    python -m dataset_scripts.demo_classification --demo-dir demo_data --output-dir demo_data/classification
+    python -m alta_hf.dataset_scripts.demo_classification --demo-dir demo_data --output-dir demo_data/classification
     python benchmarks/finetune_demo.py --model outputs/demo/model --dataset demo_data/classification \
         --output-dir outputs/finetune-demo [--modes linear_probe adapters] [--fractions 0.1 1.0] [--epochs 8 8]
         [--seed 0]
 
-Runs `python -m training.finetune` once per mode and label fraction (one process each, in turn) and prints a Markdown
+Runs `python -m alta_hf.training.finetune` once per mode and label fraction (one process each, in turn) and prints a Markdown
 table of the test AUROC (macro over the five demo classes, one-vs-rest) with the validation AUROC of the kept epoch,
 the training images, the epochs run and the wall time of each run. `--epochs` gives the epoch limit of each label
 fraction (early stopping may end a run sooner).
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
         out = Path(args.output_dir) / f"{mode}-{fraction:g}"
         start = time.perf_counter()
         subprocess.run([
-            sys.executable, "-m", "training.finetune", "--model", args.model, "--dataset", args.dataset,
+            sys.executable, "-m", "alta_hf.training.finetune", "--model", args.model, "--dataset", args.dataset,
             "--output-dir", str(out), "--mode", mode, "--label_fraction", str(fraction), "--seed", args.seed,
             "--num-train-epochs", epochs, "--num-workers", "1",
         ], check=True)

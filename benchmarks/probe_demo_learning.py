@@ -27,11 +27,11 @@ from torch.utils.data import DataLoader
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-from evaluation import run_task
-from modeling_alta.losses_alta import clamp_logit_scales_, global_contrastive_loss
-from training.arguments import parse_arguments
-from training.data import StudyDataset, TrainingCollator, load_pretraining_split
-from training.model_setup import build_model_and_processor
+from alta_hf.evaluation import run_task
+from alta_hf.modeling_alta.losses_alta import clamp_logit_scales_, global_contrastive_loss
+from alta_hf.training.arguments import parse_arguments
+from alta_hf.training.data import StudyDataset, TrainingCollator, load_pretraining_split
+from alta_hf.training.model_setup import build_model_and_processor
 
 
 def image_embeddings(model, batch: dict, path: str) -> torch.Tensor:
@@ -46,7 +46,7 @@ def image_embeddings(model, batch: dict, path: str) -> torch.Tensor:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True, help="demo data folder (python -m dataset_scripts.demo)")
+    parser.add_argument("--data", required=True, help="demo data folder (python -m alta_hf.dataset_scripts.demo)")
     parser.add_argument("--path", choices=("frontal", "slots-frontal", "slots"), default="frontal")
     parser.add_argument("--mask-ratio", type=float, default=None, help="override the config's MAE mask ratio")
     parser.add_argument("--vision-attention-init", choices=("default", "mimetic"), default="default")

@@ -37,7 +37,7 @@ def _spread(features: torch.Tensor) -> dict:
 
 @torch.no_grad()
 def feature_spread_and_mlm(model, processor, data: Path) -> dict:
-    from training.data import StudyDataset, TrainingCollator, load_pretraining_split
+    from alta_hf.training.data import StudyDataset, TrainingCollator, load_pretraining_split
 
     rows, root, _ = load_pretraining_split(data / "pretrain", "train")
     dataset = StudyDataset(rows, processor, root, seed=0)
@@ -88,9 +88,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--data", default="demo_data")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    from modeling_alta.convert_original_alta import load_original_checkpoint
-    from modeling_alta.convert_pretrained_towers import build_from_pretrained_towers
-    from training.model_setup import _processor
+    from alta_hf.modeling_alta.convert_original_alta import load_original_checkpoint
+    from alta_hf.modeling_alta.convert_pretrained_towers import build_from_pretrained_towers
+    from alta_hf.training.model_setup import _processor
 
     towers, data = Path(args.towers), Path(args.data)
     model, _ = build_from_pretrained_towers(towers / "MRM.pth", towers / "cxr-bert-demo")

@@ -1,6 +1,6 @@
 """CheXpert 5x200 (zero-shot classification and retrieval) from the GLoRIA/ALTA `chexpert_5x200.csv`.
 
-    python -m dataset_scripts.chexpert_5x200 --csv chexpert_5x200.csv --chexpert-root DIR --output-dir OUT [--check-files]
+    python -m alta_hf.dataset_scripts.chexpert_5x200 --csv chexpert_5x200.csv --chexpert-root DIR --output-dir OUT [--check-files]
 
 `DIR` is the folder that contains `CheXpert-v1.0-small/` (the CSV's `Path` column is relative to it).
 The 1,000 rows cannot be rebuilt from public data (GLoRIA sampled them without a seed and the

@@ -1,6 +1,6 @@
 """CheXpert 8x200 (image-to-image and text-to-image retrieval) from ConVIRT's published files.
 
-    python -m dataset_scripts.chexpert_8x200 --convirt-dir DIR --chexpert-root ROOT --output-dir OUT [--check-files]
+    python -m alta_hf.dataset_scripts.chexpert_8x200 --convirt-dir DIR --chexpert-root ROOT --output-dir OUT [--check-files]
 
 `DIR` holds ConVIRT's `image-retrieval/candidate.csv` (1,600 rows, CheXpert columns, each row with
 exactly one positive label), `image-retrieval/query.csv` (`Variable,Path`, 80 rows) and

@@ -1,6 +1,6 @@
 """CheXpert fine-tuning set: the five competition labels of the official `train.csv` / `valid.csv`, multi-label.
 
-    python -m dataset_scripts.chexpert_classification --chexpert-root DIR --output-dir OUT
+    python -m alta_hf.dataset_scripts.chexpert_classification --chexpert-root DIR --output-dir OUT
         [--train-csv F] [--valid-csv F] [--uncertain ones|zeros] [--all-views] [--validation-fraction 0.05]
         [--seed 0] [--check-files]
 

@@ -289,7 +289,7 @@ def save_dataset(
 
 def builder_argument_parser(module: str, doc: str, check_files_help: str) -> argparse.ArgumentParser:
     """The parser every builder CLI starts from: `--output-dir` and `--check-files`."""
-    parser = argparse.ArgumentParser(prog=f"python -m dataset_scripts.{module}", description=doc.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"python -m alta_hf.dataset_scripts.{module}", description=doc.split("\n\n")[0])
     parser.add_argument("--output-dir", required=True, help="where the dataset folder is written")
     parser.add_argument("--check-files", action="store_true", help=check_files_help)
     return parser

@@ -1,6 +1,6 @@
 """Push a built dataset folder to the Hugging Face Hub, images embedded, with its dataset card.
 
-    python -m dataset_scripts.dataset_hub DIR REPO_ID [--config-name NAME] [--private]
+    python -m alta_hf.dataset_scripts.dataset_hub DIR REPO_ID [--config-name NAME] [--private]
 
 The path columns (`image_path`, `frontal_path`, ...) are resolved against the folder's `image_root` and added as
 `datasets.Image` columns (`image`, `frontal_image`, ...), so `load_dataset(REPO_ID)` gives pictures; `push_to_hub`
@@ -75,7 +75,7 @@ def _fail(parser: argparse.ArgumentParser, error: Exception) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dataset_scripts.dataset_hub", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m alta_hf.dataset_scripts.dataset_hub", description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", help="a folder written by one of the dataset_scripts builders")
     parser.add_argument("repo_id", help="dataset repository, e.g. me/alta-demo")
     parser.add_argument("--config-name", default="default")

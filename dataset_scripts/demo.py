@@ -1,7 +1,7 @@
 """Synthetic chest-radiograph corpus for the demo: pre-training studies, a zero-shot/retrieval
 evaluation set and a small WordPiece tokenizer, generated from a seed in seconds.
 
-    python -m dataset_scripts.demo --output-dir demo_data [--num-train-studies 1500] [--seed 0] [--push-to-hub REPO]
+    python -m alta_hf.dataset_scripts.demo --output-dir demo_data [--num-train-studies 1500] [--seed 0] [--push-to-hub REPO]
 
 Layout of OUT (the image paths in both datasets are relative to OUT, the `image_root`):
 
@@ -222,7 +222,7 @@ def push_demo_to_hub(output_dir: str | os.PathLike, repo_id: str, private: bool 
 
 def _parse_args(argv):
     defaults = DemoOptions()
-    parser = argparse.ArgumentParser(prog="python -m dataset_scripts.demo", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m alta_hf.dataset_scripts.demo", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--output-dir", required=True, help="folder to create (the image_root of both datasets)")
     parser.add_argument("--num-train-studies", type=int, default=defaults.num_train_studies)

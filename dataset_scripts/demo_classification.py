@@ -1,6 +1,6 @@
 """The demo's labelled set, for fine-tuning and linear probing the demo model (docs/downstream.md).
 
-    python -m dataset_scripts.demo_classification --demo-dir demo_data --output-dir demo_data/classification
+    python -m alta_hf.dataset_scripts.demo_classification --demo-dir demo_data --output-dir demo_data/classification
 
 `train` is the frontal image of every pre-training study of the demo's `train` split, labelled with its generated
 class (`studies.jsonl`; pre-training saw the images and reports, never the labels); `validation` and `test` are the
@@ -27,7 +27,7 @@ BUILDER_VERSION = "1.0.0"
 
 def _study_labels(path: Path) -> dict[int, int]:
     if not path.is_file():
-        raise DatasetBuildError(f"{path}: the demo's ground truth is missing (generate with python -m dataset_scripts.demo)")
+        raise DatasetBuildError(f"{path}: the demo's ground truth is missing (generate with python -m alta_hf.dataset_scripts.demo)")
     labels = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
@@ -53,8 +53,8 @@ def build_demo_classification(demo_dir):
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dataset_scripts.demo_classification", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--demo-dir", default="demo_data", help="output of python -m dataset_scripts.demo")
+    parser = argparse.ArgumentParser(prog="python -m alta_hf.dataset_scripts.demo_classification", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--demo-dir", default="demo_data", help="output of python -m alta_hf.dataset_scripts.demo")
     parser.add_argument("--output-dir", required=True)
     args = parser.parse_args(argv)
     save_and_report(build_demo_classification(args.demo_dir), args.output_dir, "demo classification", __doc__)

@@ -1,7 +1,7 @@
 """A montage of demo radiographs, one row per class: the same finding at mild, moderate and severe
 grade, the prior study of the severe case (finding smaller or absent) and its lateral view.
 
-    python -m dataset_scripts.demo_montage docs/images/demo_montage.png [--tile 112] [--seed 0]
+    python -m alta_hf.dataset_scripts.demo_montage docs/images/demo_montage.png [--tile 112] [--seed 0]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def render_montage(tile: int = 112, seed: int = 0) -> Image.Image:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dataset_scripts.demo_montage", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m alta_hf.dataset_scripts.demo_montage", description=__doc__.split("\n\n")[0])
     parser.add_argument("output", help="PNG file to write")
     parser.add_argument("--tile", type=int, default=112, help="side of each image in the montage")
     parser.add_argument("--seed", type=int, default=0)

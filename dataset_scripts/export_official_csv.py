@@ -1,6 +1,6 @@
 """Export a built pre-training set to the official ALTA code's `train.csv` layout (for comparing runs).
 
-    python -m dataset_scripts.export_official_csv --dataset DIR --output train.csv [--split train] [--absolute]
+    python -m alta_hf.dataset_scripts.export_official_csv --dataset DIR --output train.csv [--split train] [--absolute]
 
 Columns: `image_path, auxview_image_path, last_image_path, last_auxview_image_path, report` (current
 frontal, current lateral, prior frontal, prior lateral, report text); a missing view is the string
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import datasets
 
-from processing import STUDY_VIEWS
+from alta_hf.processing import STUDY_VIEWS
 
 from .common import DatasetBuildError, load_dataset_meta, reports_build_errors
 
@@ -78,7 +78,7 @@ def export_official_csv(
 
 @reports_build_errors
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dataset_scripts.export_official_csv", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m alta_hf.dataset_scripts.export_official_csv", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, help="a folder written by dataset_scripts.mimic_cxr")
     parser.add_argument("--output", required=True, help="the CSV to write (e.g. MIMIC-CXR_dataset/train.csv)")
     parser.add_argument("--split", default="train", help="which split to export (default: train)")

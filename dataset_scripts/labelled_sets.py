@@ -4,7 +4,7 @@ seeded patient-level hold-out, the metadata and the summary of a fine-tuning set
 A labelled set is a dataset folder (`save_dataset`) of kind `"classification"` with splits `train`, `validation` and
 `test`. Multi-label sets have `image_path` and `labels` (one 0/1 float per class, in `class_names` order);
 single-label sets have `image_path` and `label` (a `ClassLabel`). `alta_dataset.json` carries `class_names` and
-`problem_type` (`"multi_label_classification"` or `"single_label_classification"`); `python -m training.finetune`
+`problem_type` (`"multi_label_classification"` or `"single_label_classification"`); `python -m alta_hf.training.finetune`
 reads exactly this.
 """
 

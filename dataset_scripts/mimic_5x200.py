@@ -1,6 +1,6 @@
 """MIMIC 5x200 (zero-shot classification and image-text retrieval) from the user's MIMIC-CXR-JPG copy.
 
-    python -m dataset_scripts.mimic_5x200 --root MIMIC_CXR_JPG --reports mimic-cxr-reports.zip --output-dir OUT
+    python -m alta_hf.dataset_scripts.mimic_5x200 --root MIMIC_CXR_JPG --reports mimic-cxr-reports.zip --output-dir OUT
         [--splits test] [--per-class 200] [--seed 0] [--check-files]
 
 Selection rule (deterministic for a given seed):

@@ -1,6 +1,6 @@
 """MIMIC-CXR-JPG pre-training set: one row per study with current/prior frontal and lateral views and the report.
 
-    python -m dataset_scripts.mimic_cxr --root MIMIC_CXR_JPG --reports mimic-cxr-reports.zip --output-dir OUT
+    python -m alta_hf.dataset_scripts.mimic_cxr --root MIMIC_CXR_JPG --reports mimic-cxr-reports.zip --output-dir OUT
         [--report-sections findings_impression|full] [--check-files]
 
 Writes a `DatasetDict` (`train`, `validate`, `test`) with the columns of `PRETRAINING_FEATURES`,
@@ -18,7 +18,7 @@ import datasets
 import numpy as np
 import pandas as pd
 
-from processing import STUDY_VIEWS
+from alta_hf.processing import STUDY_VIEWS
 
 from . import mimic_tables
 from .common import builder_argument_parser, content_fingerprint, frame_to_dataset, reports_build_errors, save_and_report

@@ -1,6 +1,6 @@
 """NIH ChestX-ray14 fine-tuning set: the 14 findings of `Data_Entry_2017*.csv`, multi-label, on the official split.
 
-    python -m dataset_scripts.nih_chestxray14 --root ROOT --output-dir OUT [--data-entry F] [--train-val-list F]
+    python -m alta_hf.dataset_scripts.nih_chestxray14 --root ROOT --output-dir OUT [--data-entry F] [--train-val-list F]
         [--test-list F] [--validation-fraction 0.1] [--seed 0] [--check-files]
 
 `ROOT` holds the images (flat in `ROOT/images/`, or in the `images_001/images/ ...` folders of the official download,

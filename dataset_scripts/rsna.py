@@ -1,6 +1,6 @@
 """RSNA Pneumonia zero-shot set (validation and test) from ALTA's/MRM's split lists and the Kaggle files.
 
-    python -m dataset_scripts.rsna --root RSNA --output-dir OUT [--val-list F] [--test-list F] [--labels F] [--check-files]
+    python -m alta_hf.dataset_scripts.rsna --root RSNA --output-dir OUT [--val-list F] [--test-list F] [--labels F] [--check-files]
 
 `RSNA` holds `stage_2_train_images/`, `stage_2_test_images/` (DICOM) and, by default, `val_list.txt`,
 `test_list.txt` (lines `<path relative to RSNA> <label> `) and `stage_2_train_labels.csv`. The split

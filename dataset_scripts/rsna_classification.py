@@ -1,6 +1,6 @@
 """RSNA Pneumonia fine-tuning set: the zero-shot set's validation and test lists plus a training split.
 
-    python -m dataset_scripts.rsna_classification --root RSNA --output-dir OUT [--val-list F] [--test-list F]
+    python -m alta_hf.dataset_scripts.rsna_classification --root RSNA --output-dir OUT [--val-list F] [--test-list F]
         [--labels F] [--check-files]
 
 Same inputs as `dataset_scripts.rsna` (ALTA's/MRM's `val_list.txt` / `test_list.txt` and the Kaggle

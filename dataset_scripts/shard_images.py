@@ -1,6 +1,6 @@
 """Pre-resized image shards of a pre-training dataset: every referenced image decoded once and embedded.
 
-    python -m dataset_scripts.shard_images --dataset DIR [--root MIMIC_ROOT] --size 512 --output-dir OUT
+    python -m alta_hf.dataset_scripts.shard_images --dataset DIR [--root MIMIC_ROOT] --size 512 --output-dir OUT
         [--num-proc N] [--shard-size ROWS] [--format jpeg|png] [--quality 95] [--max-shards N]
 
 Reads a pre-training dataset (`dataset_scripts.mimic_cxr`, `dataset_scripts.demo`) and writes the same splits and
@@ -40,8 +40,8 @@ from datasets.arrow_writer import ArrowWriter
 from PIL import Image
 from tqdm.auto import tqdm
 
-from processing.image_processing_alta import _resize_shorter_side
-from processing.radiograph_io import RadiographLoadError, load_radiograph
+from alta_hf.processing.image_processing_alta import _resize_shorter_side
+from alta_hf.processing.radiograph_io import RadiographLoadError, load_radiograph
 
 from .common import (
     BUILD_SUMMARY_FILE,
@@ -385,7 +385,7 @@ def shard_images(
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m dataset_scripts.shard_images", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m alta_hf.dataset_scripts.shard_images", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", required=True, help="where the sharded dataset folder is written")
     parser.add_argument("--dataset", required=True, help="a pre-training dataset folder (dataset_scripts.mimic_cxr / demo)")
     parser.add_argument("--root", help="image root the path columns are relative to (default: the dataset's image_root)")

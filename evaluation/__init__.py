@@ -1,10 +1,10 @@
 """ALTA evaluation: embedding, the paper's protocols, metrics, plots, model card and Hub upload.
 
-    from evaluation import run_task
+    from alta_hf.evaluation import run_task
     result = run_task("rsna", model, processor, "data/rsna", split="validation")
     result["metrics"]["roc_auc"]
 
-Names are imported on first use, so `python -m evaluation.hub` / `python -m evaluation.plots` run
+Names are imported on first use, so `python -m alta_hf.evaluation.hub` / `python -m alta_hf.evaluation.plots` run
 cleanly and `import evaluation.metrics` does not pull in torch.
 """
 

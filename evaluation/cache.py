@@ -135,7 +135,7 @@ class EmbeddingCache:
 
 def _gloria_cleaner() -> Callable[[str], str]:
     try:
-        from processing import clean_report_gloria
+        from alta_hf.processing import clean_report_gloria
     except ImportError as error:
         raise ImportError("text cleaning needs processing.clean_report_gloria (docs/design.md)") from error
     return clean_report_gloria

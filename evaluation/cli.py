@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from evaluation.cache import fingerprint_model_dir
-from evaluation.data import EvaluationDataError
-from evaluation.loading import ModelLoadError, load_model_and_processor
-from evaluation.output_folder import OutputFolderError, ensure_writable_directory
-from evaluation.plots import plot_loss_curves
-from evaluation.report import format_table
-from evaluation.tasks import TASKS, run_task
+from alta_hf.evaluation.cache import fingerprint_model_dir
+from alta_hf.evaluation.data import EvaluationDataError
+from alta_hf.evaluation.loading import ModelLoadError, load_model_and_processor
+from alta_hf.evaluation.output_folder import OutputFolderError, ensure_writable_directory
+from alta_hf.evaluation.plots import plot_loss_curves
+from alta_hf.evaluation.report import format_table
+from alta_hf.evaluation.tasks import TASKS, run_task
 
 __all__ = ["parse_args", "main"]
 

@@ -99,7 +99,7 @@ def load_eval_data(directory, image_root=None, expected_kind: str | None = None)
     metadata_path = directory / METADATA_FILE
     if not metadata_path.is_file():
         raise EvaluationDataError(
-            f"{directory}: no {METADATA_FILE}; build the folder with the matching `python -m dataset_scripts.<name>`"
+            f"{directory}: no {METADATA_FILE}; build the folder with the matching `python -m alta_hf.dataset_scripts.<name>`"
         )
     try:
         metadata = json.loads(metadata_path.read_text(encoding="utf-8"))

@@ -1,6 +1,6 @@
-"""Embed a whole archive of radiographs once, into an index that `python -m evaluation.search` searches by text.
+"""Embed a whole archive of radiographs once, into an index that `python -m alta_hf.evaluation.search` searches by text.
 
-    python -m evaluation.embed --model M --images DIR|DATASET --output OUT [--format safetensors|parquet]
+    python -m alta_hf.evaluation.embed --model M --images DIR|DATASET --output OUT [--format safetensors|parquet]
         [--shard-size 1024] [--batch-size 32] [--device cpu|cuda] [--dtype float32|bfloat16|float16] [--num-workers 2]
 
 `DIR` is searched recursively for JPEG, PNG and DICOM files (`.jpg .jpeg .png .dcm .dicom`, any case), in sorted
@@ -18,7 +18,7 @@ from pathlib import Path
 
 __all__ = ["IMAGE_SUFFIXES", "list_images", "main"]
 
-logger = logging.getLogger("evaluation.embed")
+logger = logging.getLogger("alta_hf.evaluation.embed")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".dcm", ".dicom"}
 _DATASET_COLUMNS = ("image_path", "frontal_path")
@@ -33,7 +33,7 @@ def list_images(source) -> list[str]:
     if (source / "alta_dataset.json").is_file():
         import datasets
 
-        from dataset_scripts.common import load_dataset_meta
+        from alta_hf.dataset_scripts.common import load_dataset_meta
 
         root = Path(load_dataset_meta(source)["image_root"])
         loaded = datasets.load_from_disk(str(source))
@@ -55,7 +55,7 @@ def list_images(source) -> list[str]:
 
 
 def _parse(argv) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.embed", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m alta_hf.evaluation.embed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="ALTA model folder or Hub repo id")
     parser.add_argument("--images", required=True, help="folder of images (recursive) or dataset folder")
     parser.add_argument("--output", required=True, help="index folder (created; resumed when it exists)")
@@ -73,7 +73,7 @@ def _parse(argv) -> argparse.Namespace:
 
 
 def _manifest(args, paths: list[str], model_dir: Path) -> dict:
-    from evaluation.cache import fingerprint, fingerprint_model_dir
+    from alta_hf.evaluation.cache import fingerprint, fingerprint_model_dir
 
     return {
         "format": args.format,
@@ -90,7 +90,7 @@ def _manifest(args, paths: list[str], model_dir: Path) -> dict:
 
 
 def _check_resumable(output: Path, manifest: dict) -> None:
-    from evaluation.image_index import read_manifest
+    from alta_hf.evaluation.image_index import read_manifest
 
     previous = read_manifest(output)
     keys = ("format", "model_fingerprint", "files_fingerprint", "shard_size", "dtype")
@@ -107,9 +107,9 @@ def main(argv=None) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from evaluation.embedding import embed_images
-    from evaluation.image_index import INDEX_FILE, ImageIndexError, read_shard, shard_path, write_json_atomic, write_shard
-    from evaluation.loading import load_model_and_processor
+    from alta_hf.evaluation.embedding import embed_images
+    from alta_hf.evaluation.image_index import INDEX_FILE, ImageIndexError, read_shard, shard_path, write_json_atomic, write_shard
+    from alta_hf.evaluation.loading import load_model_and_processor
 
     paths = list_images(args.images)
     if not paths:

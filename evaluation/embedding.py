@@ -70,7 +70,7 @@ class TextProtocol:
 
 def _radiograph_reader():
     try:
-        from processing import RadiographLoadError, load_radiograph
+        from alta_hf.processing import RadiographLoadError, load_radiograph
     except ImportError as error:
         raise ImportError(
             "image evaluation needs processing.load_radiograph and processing.RadiographLoadError (docs/design.md)"

@@ -3,7 +3,7 @@
 The commit holds the model folder's files (weights, config, remote code, processor), a generated
 model card (README.md) and the evaluation outputs (`metrics.json` + PNGs under `evaluation/<task>/`).
 
-    python -m evaluation.hub --folder outputs/alta --repo-id me/alta-mimic --eval-dir eval/rsna --private
+    python -m alta_hf.evaluation.hub --folder outputs/alta --repo-id me/alta-mimic --eval-dir eval/rsna --private
 
 The token comes from the `token` argument, `HF_TOKEN` or `hf auth login`; it is never printed or logged.
 """

@@ -1,5 +1,5 @@
 """An on-disk index of image embeddings, written shard by shard (so that an interrupted run resumes without redoing a
-finished shard) by `python -m evaluation.embed` and read by `python -m evaluation.search`.
+finished shard) by `python -m alta_hf.evaluation.embed` and read by `python -m alta_hf.evaluation.search`.
 
     OUT/index.json             what was embedded: model, inputs, shard size, format; totals once complete
     OUT/shard-00000.safetensors  `embeddings` (n, d) float32 + `indices` (n,) into the input list; metadata: the
@@ -39,7 +39,7 @@ def write_json_atomic(path: Path, value) -> None:
 def read_manifest(folder) -> dict:
     path = Path(folder) / INDEX_FILE
     if not path.is_file():
-        raise ImageIndexError(f"{folder}: no {INDEX_FILE}; not an index written by python -m evaluation.embed")
+        raise ImageIndexError(f"{folder}: no {INDEX_FILE}; not an index written by python -m alta_hf.evaluation.embed")
     return json.loads(path.read_text(encoding="utf-8"))
 
 

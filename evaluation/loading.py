@@ -52,7 +52,7 @@ def load_processor(model_dir: Path):
         problem = f"AutoProcessor failed: {error}"
     logger.warning("%s: %s; building the default processor with processing.load_processor", model_dir, problem)
     try:
-        from processing import load_processor as build_processor
+        from alta_hf.processing import load_processor as build_processor
 
         return build_processor(model_dir)
     except (ImportError, OSError, ValueError) as error:
@@ -83,9 +83,9 @@ def check_model_and_processor(model, processor, model_dir: Path) -> None:
         raise ModelLoadError(
             f"{model_dir}: the processor makes {side}-px images but the model's image tower takes {expected}-px ones"
             + ("" if saved else "; the folder has no processor_config.json, so the default processor was used: save "
-               "the training processor into it (`python -m processing.write_processor` writes the default only)")
+               "the training processor into it (`python -m alta_hf.processing.write_processor` writes the default only)")
         )
-    from processing import cap_text_length
+    from alta_hf.processing import cap_text_length
 
     text_config = getattr(model.config, "text_config", None)
     cap_text_length(processor, getattr(text_config, "max_position_embeddings", None), str(model_dir))
@@ -98,7 +98,7 @@ def load_model_and_processor(model: str, *, revision: str | None = None, token: 
     from safetensors import SafetensorError
     from transformers import AutoModel
 
-    from modeling_alta.weight_files import corrupt_weights_message
+    from alta_hf.modeling_alta.weight_files import corrupt_weights_message
 
     model_dir = resolve_model_dir(model, revision=revision, token=token)
     try:

@@ -1,6 +1,6 @@
 """Interpretability pictures of an ALTA model: word <-> region attention heat maps and MRM reconstructions.
 
-    from evaluation.pictures import word_attention, save_attention_pictures, reconstruct, save_reconstruction_picture
+    from alta_hf.evaluation.pictures import word_attention, save_attention_pictures, reconstruct, save_reconstruction_picture
 
     attention = word_attention(model, processor, "cxr.png", "Small left pleural effusion.")
     attention.words                          # ['Small', 'left', 'pleural', 'effusion', '.']
@@ -13,9 +13,9 @@
 
 Command line (a saved `AltaForPreTraining` folder with its processor or tokenizer):
 
-    python -m evaluation.pictures attention --model DIR --image cxr.dcm --report "..." [--words W ... | --phrase P] \
+    python -m alta_hf.evaluation.pictures attention --model DIR --image cxr.dcm --report "..." [--words W ... | --phrase P] \
         --output-dir OUT
-    python -m evaluation.pictures reconstruction --model DIR --image cxr.jpg --output-dir OUT [--seed 0]
+    python -m alta_hf.evaluation.pictures reconstruction --model DIR --image cxr.jpg --output-dir OUT [--seed 0]
 
 Attention is the one the local loss uses (`word_region_attention`): local features of every patch of the
 unmasked image against the local features of the report's word pieces, with the model's learnt temperature t1.
@@ -38,8 +38,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from modeling_alta.losses_alta import _NORM_PIX_EPS, patchify, word_region_attention
-from processing import RadiographLoadError, load_radiograph
+from alta_hf.modeling_alta.losses_alta import _NORM_PIX_EPS, patchify, word_region_attention
+from alta_hf.processing import RadiographLoadError, load_radiograph
 
 __all__ = [
     "MASKED_PATCH_COLOR",
@@ -468,8 +468,8 @@ def load_pretraining_model(model_dir, *, need_decoder: bool = False):
     Raises:
         PictureError: `need_decoder` and the folder holds no decoder weights (an inference-only `AltaModel` folder).
     """
-    from modeling_alta import AltaForPreTraining
-    from processing import load_processor
+    from alta_hf.modeling_alta import AltaForPreTraining
+    from alta_hf.processing import load_processor
 
     model, info = AltaForPreTraining.from_pretrained(model_dir, output_loading_info=True)
     missing_decoder = [key for key in info.get("missing_keys", ()) if key.startswith("decoder.")]
@@ -482,7 +482,7 @@ def load_pretraining_model(model_dir, *, need_decoder: bool = False):
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.pictures", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m alta_hf.evaluation.pictures", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     def common(sub):

@@ -1,6 +1,6 @@
 """Evaluation and training plots as PNG files (matplotlib's object API: headless, no global backend).
 
-`python -m evaluation.plots LOG_DIR_OR_JSONL --output loss_curves.png` draws a training run's scalar
+`python -m alta_hf.evaluation.plots LOG_DIR_OR_JSONL --output loss_curves.png` draws a training run's scalar
 curves (TensorBoard event files written by accelerate's tracker, or a JSONL log).
 """
 

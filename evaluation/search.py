@@ -1,7 +1,7 @@
-"""Search an image index (`python -m evaluation.embed`) with a sentence: cosine similarity between the query's ALTA
+"""Search an image index (`python -m alta_hf.evaluation.embed`) with a sentence: cosine similarity between the query's ALTA
 text embedding and every image embedding.
 
-    python -m evaluation.search --index OUT --query "small left pleural effusion" [--top-k 10] [--model M]
+    python -m alta_hf.evaluation.search --index OUT --query "small left pleural effusion" [--top-k 10] [--model M]
         [--contact-sheet hits.png] [--json]
 
 Prints rank, score and path of the best `--top-k` images (`--json`: one JSON list); `--contact-sheet` also writes a
@@ -36,7 +36,7 @@ def contact_sheet(hits: list[dict], output) -> Path:
     """A PNG grid of the hits' images (as `load_radiograph` reads them), each captioned with its rank and score."""
     from PIL import Image, ImageDraw, ImageOps
 
-    from processing import RadiographLoadError, load_radiograph
+    from alta_hf.processing import RadiographLoadError, load_radiograph
 
     columns = min(_COLUMNS, len(hits))
     rows = -(-len(hits) // columns)
@@ -58,8 +58,8 @@ def contact_sheet(hits: list[dict], output) -> Path:
 
 
 def _parse(argv) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m evaluation.search", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--index", required=True, help="index folder written by python -m evaluation.embed")
+    parser = argparse.ArgumentParser(prog="python -m alta_hf.evaluation.search", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--index", required=True, help="index folder written by python -m alta_hf.evaluation.embed")
     parser.add_argument("--query", required=True, action="append", help="the sentence (repeat for several queries)")
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--model", default=None, help="default: the model recorded in the index")
@@ -76,9 +76,9 @@ def main(argv=None) -> int:
     args = _parse(argv)
     import torch
 
-    from evaluation.embedding import embed_texts
-    from evaluation.image_index import read_index
-    from evaluation.loading import load_model_and_processor
+    from alta_hf.evaluation.embedding import embed_texts
+    from alta_hf.evaluation.image_index import read_index
+    from alta_hf.evaluation.loading import load_model_and_processor
 
     index = read_index(args.index)
     if not index.manifest.get("complete", False):

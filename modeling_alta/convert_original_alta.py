@@ -1,6 +1,6 @@
 """Convert an official ALTA checkpoint (`ALTA.pth`, github DopamineLcy/ALTA) into a `save_pretrained` folder.
 
-    python -m modeling_alta.convert_original_alta --checkpoint ALTA.pth --text-model-dir DIR --output-dir OUT
+    python -m alta_hf.modeling_alta.convert_original_alta --checkpoint ALTA.pth --text-model-dir DIR --output-dir OUT
 
 `DIR` is a CXR-BERT folder (`config.json` with `model_type` "cxr-bert", `vocab.txt`): it gives the text geometry
 and the vocabulary. The image geometry is read from the tensor shapes; attention head counts cannot be, so they
@@ -435,7 +435,7 @@ def save_converted(model, tokenizer, output_dir) -> None:
     interrupted conversion leaves no half-written folder."""
     # The converters are command-line tools, not remote code (no file copied into a model folder imports them), so
     # they may use the processing package; importing it here keeps `import modeling_alta` free of it.
-    from processing import AltaImageProcessor, AltaProcessor
+    from alta_hf.processing import AltaImageProcessor, AltaProcessor
 
     processor = AltaProcessor(AltaImageProcessor(), tokenizer, max_length=tokenizer.model_max_length)
     output_dir = Path(output_dir)

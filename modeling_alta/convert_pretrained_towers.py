@@ -1,6 +1,6 @@
 """Build ALTA's starting point from its two pretrained parts: an MRM checkpoint and a CXR-BERT (or other BERT) folder.
 
-    python -m modeling_alta.convert_pretrained_towers --mrm MRM.pth --cxr-bert BiomedVLP-CXR-BERT-specialized \\
+    python -m alta_hf.modeling_alta.convert_pretrained_towers --mrm MRM.pth --cxr-bert BiomedVLP-CXR-BERT-specialized \\
         --output-dir alta-init
 
 - `MRM.pth` (torch pickle, `checkpoint['model']`, timm/MAE names, fused qkv) gives the ViTMAE image tower and the

@@ -1,6 +1,6 @@
 """Complete a model folder with its processor files, so that `AutoProcessor` and `transformers.pipeline` find them.
 
-    python -m processing.write_processor alta-init [more folders ...]
+    python -m alta_hf.processing.write_processor alta-init [more folders ...]
 
 The converters (`modeling_alta.convert_original_alta`, `modeling_alta.convert_pretrained_towers`) write the
 processor themselves; this completes folders that hold a model and a tokenizer only (written by older versions of

@@ -46,7 +46,7 @@ def realdata_dir() -> Path:
 @pytest.fixture(scope="session")
 def indiana_reports() -> list[str]:
     """FINDINGS + IMPRESSION of the 3,9xx Indiana University reports, from the torchxrayvision wheel (CC BY-NC-ND)."""
-    from dataset_scripts.torchxrayvision_data import (
+    from alta_hf.dataset_scripts.torchxrayvision_data import (
         TorchXRayVisionUnavailable,
         fetch_torchxrayvision_file,
         read_indiana_reports,

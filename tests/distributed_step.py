@@ -16,9 +16,9 @@ from accelerate import Accelerator
 from safetensors.torch import save_file
 
 from tests.training_setup import tiny_train_arguments
-from training.arguments import parse_arguments
-from training.data import SAMPLE_COUNTERS, StudyDataset, TrainingCollator, load_pretraining_split
-from training.model_setup import build_model_and_processor
+from alta_hf.training.arguments import parse_arguments
+from alta_hf.training.data import SAMPLE_COUNTERS, StudyDataset, TrainingCollator, load_pretraining_split
+from alta_hf.training.model_setup import build_model_and_processor
 
 
 def main(data_dir: Path, config_dir: Path, out: Path, global_batch: int) -> None:

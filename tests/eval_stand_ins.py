@@ -70,7 +70,7 @@ def stand_in_clean_report_gloria(text: str) -> str:
 
 
 def install_processing_stand_ins(monkeypatch) -> None:
-    import processing
+    from alta_hf import processing
 
     if not hasattr(processing, "load_radiograph") or not hasattr(processing, "RadiographLoadError"):
         monkeypatch.setattr(processing, "load_radiograph", stand_in_load_radiograph, raising=False)

@@ -5,8 +5,8 @@ from pathlib import Path
 import torch
 from transformers import BertTokenizer
 
-from modeling_alta import AltaConfig, AltaForPreTraining
-from processing.write_processor import main as write_processor_main
+from alta_hf.modeling_alta import AltaConfig, AltaForPreTraining
+from alta_hf.processing.write_processor import main as write_processor_main
 
 __all__ = [
     "TINY_TEXT_CONFIG",

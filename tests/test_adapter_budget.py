@@ -2,8 +2,8 @@
 
 import pytest
 
-from modeling_alta import AltaConfig, AltaForPreTraining
-from modeling_alta.adapter_budget import adapter_parameter_count, lora_config_matching_bottleneck, lora_rank_for_budget
+from alta_hf.modeling_alta import AltaConfig, AltaForPreTraining
+from alta_hf.modeling_alta.adapter_budget import adapter_parameter_count, lora_config_matching_bottleneck, lora_rank_for_budget
 from tests.factories import tiny_alta_config
 
 

@@ -15,8 +15,8 @@ from peft.utils.peft_types import PeftType
 from safetensors.torch import load_file, save_file
 from transformers import BertModel, ViTMAEModel
 
-from modeling_alta import AltaForPreTraining, AltaModel, BottleneckAdapterConfig
-from modeling_alta.adapters_alta import ALTA_BOTTLENECK_PEFT_TYPE, BottleneckAdapterModel
+from alta_hf.modeling_alta import AltaForPreTraining, AltaModel, BottleneckAdapterConfig
+from alta_hf.modeling_alta.adapters_alta import ALTA_BOTTLENECK_PEFT_TYPE, BottleneckAdapterModel
 from tests.factories import tiny_alta_config
 
 

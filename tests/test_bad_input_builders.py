@@ -8,8 +8,8 @@ import datasets
 import pandas as pd
 import pytest
 
-from dataset_scripts import chexpert_5x200, mimic_cxr, rsna
-from dataset_scripts.common import DatasetBuildError, escapes_image_root, load_dataset_meta, read_csv_columns
+from alta_hf.dataset_scripts import chexpert_5x200, mimic_cxr, rsna
+from alta_hf.dataset_scripts.common import DatasetBuildError, escapes_image_root, load_dataset_meta, read_csv_columns
 from devtools.mimic_fixtures import write_mimic_fixture
 from tests.fixtures_eval_sets import write_chexpert_5x200, write_rsna
 

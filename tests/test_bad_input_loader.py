@@ -10,9 +10,9 @@ import torch
 from PIL import Image, ImageOps, JpegImagePlugin
 from transformers import BertTokenizer
 
-from evaluation.embedding import embed_images
-from modeling_alta import AltaModel
-from processing import AltaImageProcessor, AltaProcessor, RadiographLoadError, load_radiograph
+from alta_hf.evaluation.embedding import embed_images
+from alta_hf.modeling_alta import AltaModel
+from alta_hf.processing import AltaImageProcessor, AltaProcessor, RadiographLoadError, load_radiograph
 from tests.factories import tiny_alta_config
 
 SIIM_DICOM = "dicom/siim_nih_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"

@@ -10,13 +10,13 @@ import torch
 from transformers import AutoModel, BertTokenizer, pipeline
 
 import eval as eval_cli
-from evaluation.data import EvaluationDataError, load_eval_data
-from evaluation.loading import ModelLoadError, load_model_and_processor
-from evaluation.output_folder import OutputFolderError, ensure_writable_directory
-from modeling_alta import AltaForPreTraining
-from modeling_alta.convert_original_alta import ConversionError, load_original_checkpoint
-from processing import AltaImageProcessor, AltaProcessor, load_processor
-from processing.write_processor import write_processor
+from alta_hf.evaluation.data import EvaluationDataError, load_eval_data
+from alta_hf.evaluation.loading import ModelLoadError, load_model_and_processor
+from alta_hf.evaluation.output_folder import OutputFolderError, ensure_writable_directory
+from alta_hf.modeling_alta import AltaForPreTraining
+from alta_hf.modeling_alta.convert_original_alta import ConversionError, load_original_checkpoint
+from alta_hf.processing import AltaImageProcessor, AltaProcessor, load_processor
+from alta_hf.processing.write_processor import write_processor
 from tests.factories import save_tiny_alta_folder, tiny_alta_config
 
 POSITIONS = 64  # the demo model's text tower, whose tokenizer allowed 128 tokens

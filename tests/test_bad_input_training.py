@@ -10,12 +10,12 @@ import pytest
 from accelerate.state import AcceleratorState
 from scipy.stats import binomtest
 
-import training.loop as loop
-from evaluation.output_folder import OutputFolderError
+import alta_hf.training.loop as loop
+from alta_hf.evaluation.output_folder import OutputFolderError
 from tests.training_setup import tiny_train_arguments
-from training.checkpointing import list_checkpoints
-from training.data import load_pretraining_split
-from training.logging_utils import ProblemCounter
+from alta_hf.training.checkpointing import list_checkpoints
+from alta_hf.training.data import load_pretraining_split
+from alta_hf.training.logging_utils import ProblemCounter
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import AutoModelForImageClassification, Trainer, TrainingArguments, pipeline
 
-from modeling_alta import AltaForImageClassification, AltaForPreTraining
-from processing import load_processor, load_radiograph
+from alta_hf.modeling_alta import AltaForImageClassification, AltaForPreTraining
+from alta_hf.processing import load_processor, load_radiograph
 from tests.factories import perturb_parameters_, save_tiny_alta_folder, tiny_alta_config
 
 LABELS = ["atelectasis", "effusion", "normal"]

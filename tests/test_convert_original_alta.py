@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel, AutoModelForPreTraining, BertTokenizer
 
-from modeling_alta.convert_original_alta import (
+from alta_hf.modeling_alta.convert_original_alta import (
     ConversionError,
     convert_checkpoint,
     convert_state_dict,
@@ -22,7 +22,7 @@ from modeling_alta.convert_original_alta import (
     main,
     map_original_key,
 )
-from modeling_alta.losses_alta import reconstruction_loss
+from alta_hf.modeling_alta.losses_alta import reconstruction_loss
 from tests.golden import assert_golden
 
 TEXT_DIR = "BiomedVLP-CXR-BERT-specialized"

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForPreTraining, AutoProcessor
 
-from modeling_alta.convert_original_alta import ConversionError
-from modeling_alta.convert_pretrained_towers import build_from_pretrained_towers, main
+from alta_hf.modeling_alta.convert_original_alta import ConversionError
+from alta_hf.modeling_alta.convert_pretrained_towers import build_from_pretrained_towers, main
 
 TEXT_DIR = "BiomedVLP-CXR-BERT-specialized"
 # tiny MRM geometry: 224 input, 16-px patches (14 x 14 grid), width 64 / 2 blocks / 4 heads; decoder 48 / 1 block /

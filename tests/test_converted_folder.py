@@ -14,9 +14,9 @@ import pytest
 import torch
 from transformers import AutoProcessor, pipeline
 
-from modeling_alta.convert_original_alta import build_tokenizer, convert_checkpoint
-from modeling_alta.convert_original_alta import main as convert_main
-from processing import AltaImageProcessor, AltaProcessor, load_radiograph
+from alta_hf.modeling_alta.convert_original_alta import build_tokenizer, convert_checkpoint
+from alta_hf.modeling_alta.convert_original_alta import main as convert_main
+from alta_hf.processing import AltaImageProcessor, AltaProcessor, load_radiograph
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEXT_DIR = "BiomedVLP-CXR-BERT-specialized"

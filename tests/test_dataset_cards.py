@@ -10,13 +10,13 @@ import yaml
 from huggingface_hub import DatasetCard, HfApi
 from PIL import Image
 
-from dataset_scripts import chexpert_5x200, chexpert_8x200, mimic_5x200, mimic_cxr, rsna
-from dataset_scripts.dataset_card import RestrictedDatasetError, size_category
-from dataset_scripts.dataset_hub import main as push_main
-from dataset_scripts.dataset_hub import push_dataset_folder
-from dataset_scripts.demo import DemoOptions, build_demo_data
-from dataset_scripts.demo import main as demo_main
-from dataset_scripts.shard_images import shard_images
+from alta_hf.dataset_scripts import chexpert_5x200, chexpert_8x200, mimic_5x200, mimic_cxr, rsna
+from alta_hf.dataset_scripts.dataset_card import RestrictedDatasetError, size_category
+from alta_hf.dataset_scripts.dataset_hub import main as push_main
+from alta_hf.dataset_scripts.dataset_hub import push_dataset_folder
+from alta_hf.dataset_scripts.demo import DemoOptions, build_demo_data
+from alta_hf.dataset_scripts.demo import main as demo_main
+from alta_hf.dataset_scripts.shard_images import shard_images
 from devtools.mimic_fixtures import write_mimic_fixture
 from tests.fake_hub import FakeHub
 from tests.fixtures_eval_sets import write_chexpert_5x200, write_convirt, write_rsna

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dataset_scripts import chexpert_5x200, chexpert_8x200, mimic_5x200, rsna
-from dataset_scripts.class_prompts import chexpert_class_prompts
-from dataset_scripts.common import DatasetBuildError, MissingColumnError
+from alta_hf.dataset_scripts import chexpert_5x200, chexpert_8x200, mimic_5x200, rsna
+from alta_hf.dataset_scripts.class_prompts import chexpert_class_prompts
+from alta_hf.dataset_scripts.common import DatasetBuildError, MissingColumnError
 from tests.fixtures_eval_sets import FIVE, touch_files, write_chexpert_5x200, write_convirt, write_rsna
 from devtools.mimic_fixtures import write_mimic_fixture, write_synthetic_mimic
 

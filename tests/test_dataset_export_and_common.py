@@ -9,7 +9,7 @@ import datasets
 import pandas as pd
 import pytest
 
-from dataset_scripts.common import (
+from alta_hf.dataset_scripts.common import (
     DatasetBuildError,
     content_fingerprint,
     find_table,
@@ -18,8 +18,8 @@ from dataset_scripts.common import (
     read_csv_columns,
     save_dataset,
 )
-from dataset_scripts.export_official_csv import OFFICIAL_COLUMNS, export_official_csv, main
-from dataset_scripts.mimic_cxr import main as build_main
+from alta_hf.dataset_scripts.export_official_csv import OFFICIAL_COLUMNS, export_official_csv, main
+from alta_hf.dataset_scripts.mimic_cxr import main as build_main
 from devtools.mimic_fixtures import write_mimic_fixture
 
 

@@ -9,16 +9,16 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dataset_scripts.chexpert_classification import build_chexpert_classification
-from dataset_scripts.chexpert_classification import main as chexpert_main
-from dataset_scripts.common import load_dataset_meta
-from dataset_scripts.nih_chestxray14 import CLASS_NAMES as NIH_CLASSES
-from dataset_scripts.nih_chestxray14 import build_nih_chestxray14
-from dataset_scripts.rsna_classification import build_rsna_classification
+from alta_hf.dataset_scripts.chexpert_classification import build_chexpert_classification
+from alta_hf.dataset_scripts.chexpert_classification import main as chexpert_main
+from alta_hf.dataset_scripts.common import load_dataset_meta
+from alta_hf.dataset_scripts.nih_chestxray14 import CLASS_NAMES as NIH_CLASSES
+from alta_hf.dataset_scripts.nih_chestxray14 import build_nih_chestxray14
+from alta_hf.dataset_scripts.rsna_classification import build_rsna_classification
 
 
 def _real_table(name):
-    from dataset_scripts.torchxrayvision_data import TorchXRayVisionUnavailable, fetch_torchxrayvision_file
+    from alta_hf.dataset_scripts.torchxrayvision_data import TorchXRayVisionUnavailable, fetch_torchxrayvision_file
 
     try:
         return fetch_torchxrayvision_file(name)

@@ -6,8 +6,8 @@ import zipfile
 import datasets
 import pytest
 
-from dataset_scripts.common import DatasetBuildError, MissingColumnError
-from dataset_scripts.mimic_cxr import PRETRAINING_FEATURES, build_mimic_cxr, main
+from alta_hf.dataset_scripts.common import DatasetBuildError, MissingColumnError
+from alta_hf.dataset_scripts.mimic_cxr import PRETRAINING_FEATURES, build_mimic_cxr, main
 from devtools.mimic_fixtures import write_fixture_jpgs, write_mimic_fixture
 
 

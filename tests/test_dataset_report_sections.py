@@ -2,7 +2,7 @@
 
 import pytest
 
-from dataset_scripts.report_sections import (
+from alta_hf.dataset_scripts.report_sections import (
     decode_report,
     impression_text,
     normalize_section_name,

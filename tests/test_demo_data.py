@@ -15,7 +15,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from dataset_scripts.demo import (
+from alta_hf.dataset_scripts.demo import (
     EVAL_COLUMNS,
     PRETRAIN_COLUMNS,
     DemoOptions,
@@ -25,8 +25,8 @@ from dataset_scripts.demo import (
     render_study,
     sample_study,
 )
-from dataset_scripts.demo_phantom import CLASS_NAMES, Finding, render_frontal, render_lateral, sample_anatomy
-from dataset_scripts.demo_reports import CLASS_PROMPTS, LOBE_NAMES, write_report
+from alta_hf.dataset_scripts.demo_phantom import CLASS_NAMES, Finding, render_frontal, render_lateral, sample_anatomy
+from alta_hf.dataset_scripts.demo_reports import CLASS_PROMPTS, LOBE_NAMES, write_report
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = DemoOptions(num_train_studies=30, num_validate_studies=6, num_eval_per_class=3, image_size=64, seed=3)
@@ -332,7 +332,7 @@ def test_cli_builds_reuses_and_refuses(tmp_path, capsys):
 def test_module_entry_point(tmp_path):
     out = tmp_path / "module"
     result = subprocess.run(
-        [sys.executable, "-m", "dataset_scripts.demo", "--output-dir", str(out), "--num-train-studies", "3",
+        [sys.executable, "-m", "alta_hf.dataset_scripts.demo", "--output-dir", str(out), "--num-train-studies", "3",
          "--num-validate-studies", "1", "--num-eval-per-class", "1", "--image-size", "40", "--num-workers", "1"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

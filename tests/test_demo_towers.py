@@ -9,13 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dataset_scripts.demo import DemoOptions, build_demo_data
-from modeling_alta.convert_original_alta import load_original_checkpoint
-from modeling_alta.convert_pretrained_towers import build_from_pretrained_towers
-from training.demo_checks import held_out_studies, temporal_consistency_auroc, trainable_breakdown
-from training.demo_study import VARIANTS, markdown_table
-from training.model_setup import set_trainable_policy
-from training.pretrain_demo_towers import TEXT_FOLDER, file_record, main as pretrain
+from alta_hf.dataset_scripts.demo import DemoOptions, build_demo_data
+from alta_hf.modeling_alta.convert_original_alta import load_original_checkpoint
+from alta_hf.modeling_alta.convert_pretrained_towers import build_from_pretrained_towers
+from alta_hf.training.demo_checks import held_out_studies, temporal_consistency_auroc, trainable_breakdown
+from alta_hf.training.demo_study import VARIANTS, markdown_table
+from alta_hf.training.model_setup import set_trainable_policy
+from alta_hf.training.pretrain_demo_towers import TEXT_FOLDER, file_record, main as pretrain
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = REPO_ROOT / "demo_towers"
@@ -89,7 +89,7 @@ def test_checks_measure_what_they_claim(towers):
     assert sum(breakdown["by_kind"].values()) == breakdown["trainable"] and breakdown["by_kind"]["adapters"] > 0
 
     studies, image_root = held_out_studies(tiny_data / "pretrain")
-    from processing import AltaImageProcessor, AltaProcessor
+    from alta_hf.processing import AltaImageProcessor, AltaProcessor
     from transformers import BertTokenizer
 
     processor = AltaProcessor(AltaImageProcessor(), BertTokenizer.from_pretrained(out / TEXT_FOLDER))
@@ -125,7 +125,7 @@ def test_study_table_has_a_row_per_variant():
 
 def test_towers_convert_with_lora_adapters_too(towers):
     """LoRA wraps other modules than the bottleneck adapters (q/v projections): the conversion follows the model."""
-    from training.model_setup import _lora_overrides
+    from alta_hf.training.model_setup import _lora_overrides
 
     _, out, _ = towers
     bottleneck, _ = build_from_pretrained_towers(out / "MRM.pth", out / TEXT_FOLDER)

@@ -1,5 +1,5 @@
-"""python -m evaluation.embed (recursive JPEG/PNG/DICOM, shards, resume after a kill, skip-and-count, parquet) and
-python -m evaluation.search (planted queries, contact sheet) on real radiographs with a tiny model."""
+"""python -m alta_hf.evaluation.embed (recursive JPEG/PNG/DICOM, shards, resume after a kill, skip-and-count, parquet) and
+python -m alta_hf.evaluation.search (planted queries, contact sheet) on real radiographs with a tiny model."""
 
 import json
 import shutil
@@ -9,13 +9,13 @@ import pytest
 import torch
 from PIL import Image
 
-import evaluation.embedding
-from dataset_scripts.common import save_dataset
-from evaluation.embed import list_images
-from evaluation.embedding import feature_tensor
-from evaluation.embed import main as embed_main
-from evaluation.image_index import INDEX_FILE, read_index, read_shard, shard_path, write_json_atomic, write_shard
-from evaluation.search import main as search_main
+import alta_hf.evaluation.embedding as embedding_module
+from alta_hf.dataset_scripts.common import save_dataset
+from alta_hf.evaluation.embed import list_images
+from alta_hf.evaluation.embedding import feature_tensor
+from alta_hf.evaluation.embed import main as embed_main
+from alta_hf.evaluation.image_index import INDEX_FILE, read_index, read_shard, shard_path, write_json_atomic, write_shard
+from alta_hf.evaluation.search import main as search_main
 from tests.factories import save_tiny_alta_folder
 
 FILES = ["images/nih_cxr14/00000001_000.png", "images/nih_cxr14/00027426_000.png",
@@ -64,7 +64,7 @@ def test_lists_images_recursively_and_from_a_dataset(archive, tmp_path):
 
 
 def test_embedding_resumes_after_a_kill_without_redoing_work(alta_folder, archive, tmp_path, monkeypatch):
-    real_embed = evaluation.embedding.embed_images
+    real_embed = embedding_module.embed_images
     calls = []
 
     def killed_on_third_shard(model, processor, images, **kwargs):
@@ -74,7 +74,7 @@ def test_embedding_resumes_after_a_kill_without_redoing_work(alta_folder, archiv
         return real_embed(model, processor, images, **kwargs)
 
     out = tmp_path / "index"
-    monkeypatch.setattr(evaluation.embedding, "embed_images", killed_on_third_shard)
+    monkeypatch.setattr(embedding_module, "embed_images", killed_on_third_shard)
     with pytest.raises(KeyboardInterrupt):
         _run(alta_folder, archive, out)
     assert json.loads((out / INDEX_FILE).read_text())["complete"] is False
@@ -83,7 +83,7 @@ def test_embedding_resumes_after_a_kill_without_redoing_work(alta_folder, archiv
     (out / ".shard-00002.safetensors.tmp999").write_bytes(b"half a shard")  # a kill during a write
 
     calls.clear()
-    monkeypatch.setattr(evaluation.embedding, "embed_images", lambda *a, **k: calls.append(list(a[2])) or real_embed(*a, **k))
+    monkeypatch.setattr(embedding_module, "embed_images", lambda *a, **k: calls.append(list(a[2])) or real_embed(*a, **k))
     assert _run(alta_folder, archive, out) == 0
     assert calls == [list_images(archive)[4:6]]  # only the third shard was embedded
     assert {n: shard_path(out, n, "safetensors").stat().st_mtime_ns for n in (0, 1)} == finished
@@ -98,8 +98,8 @@ def test_embedding_resumes_after_a_kill_without_redoing_work(alta_folder, archiv
     assert torch.allclose(resumed.embeddings, uninterrupted.embeddings, atol=1e-6)
     assert [f["path"].endswith("broken.png") for f in resumed.failures] == [True]
     # and equals the model's own features of each file
-    from modeling_alta import AltaModel
-    from processing import load_processor, load_radiograph
+    from alta_hf.modeling_alta import AltaModel
+    from alta_hf.processing import load_processor, load_radiograph
 
     model, processor = AltaModel.from_pretrained(alta_folder).eval(), load_processor(alta_folder)
     with torch.no_grad():
@@ -112,9 +112,9 @@ def test_embedding_resumes_after_a_kill_without_redoing_work(alta_folder, archiv
 
 
 def test_search_finds_the_planted_images(alta_folder, realdata_dir, tmp_path, capsys):
-    from evaluation.embedding import embed_texts
-    from modeling_alta import AltaModel
-    from processing import load_processor
+    from alta_hf.evaluation.embedding import embed_texts
+    from alta_hf.modeling_alta import AltaModel
+    from alta_hf.processing import load_processor
 
     queries = ["small left pleural effusion", "enlarged cardiac silhouette"]
     model, processor = AltaModel.from_pretrained(alta_folder).eval(), load_processor(alta_folder)
@@ -149,7 +149,7 @@ def test_search_finds_the_planted_images(alta_folder, realdata_dir, tmp_path, ca
 def test_damaged_shard_is_named(tmp_path):
     path = shard_path(tmp_path, 0, "safetensors")
     path.write_bytes(b"garbage")
-    from evaluation.image_index import ImageIndexError
+    from alta_hf.evaluation.image_index import ImageIndexError
 
     with pytest.raises(ImageIndexError, match="shard-00000.safetensors"):
         read_shard(path)

@@ -9,7 +9,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 import eval as eval_cli
-from evaluation.loading import ModelLoadError, load_model_and_processor
+from alta_hf.evaluation.loading import ModelLoadError, load_model_and_processor
 from tests import eval_stand_ins as stand_ins
 
 
@@ -17,7 +17,7 @@ def _expected_rsna_auroc(model_dir, data_dir):
     """The RSNA score computed by hand with the model and processor, for the readable images."""
     from transformers import AutoModel, AutoProcessor
 
-    import processing
+    from alta_hf import processing
 
     model, processor = AutoModel.from_pretrained(model_dir).eval(), AutoProcessor.from_pretrained(model_dir)
     metadata = json.loads((data_dir / "alta_dataset.json").read_text())
@@ -101,7 +101,7 @@ def test_eval_cli_reports_bad_input_clearly(tmp_path, clip_dir, processing_stand
 
 
 def test_processor_fallback_for_a_folder_without_processor_files(tmp_path, monkeypatch):
-    import processing
+    from alta_hf import processing
 
     bare = stand_ins.save_tiny_clip(tmp_path / "bare", with_processor=False)
     built = []

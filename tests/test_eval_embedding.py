@@ -5,8 +5,8 @@ import logging
 import pytest
 import torch
 
-from evaluation.cache import EmbeddingCache, fingerprint_files, fingerprint_model_dir, fingerprint_module
-from evaluation.embedding import embed_images, embed_texts, mean_class_embeddings
+from alta_hf.evaluation.cache import EmbeddingCache, fingerprint_files, fingerprint_model_dir, fingerprint_module
+from alta_hf.evaluation.embedding import embed_images, embed_texts, mean_class_embeddings
 from tests import eval_stand_ins as stand_ins
 
 
@@ -51,7 +51,7 @@ def test_embed_images_accepts_in_memory_images(processing_stand_ins, tmp_path):
 
 
 def test_draft_decode_passes_the_processor_size(monkeypatch, tmp_path):
-    import processing
+    from alta_hf import processing
 
     seen = []
 

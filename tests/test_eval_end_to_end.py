@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from transformers import AutoModel, AutoProcessor
 
-from evaluation import run_task
+from alta_hf.evaluation import run_task
 from tests import eval_stand_ins as stand_ins
 from tests.factories import save_tiny_alta_folder
 

@@ -5,7 +5,7 @@ import json
 import pytest
 from PIL import Image
 
-from evaluation.plots import plot_confusion_matrix, plot_loss_curves, plot_precision_at_k, plot_roc_curve, read_scalars
+from alta_hf.evaluation.plots import plot_confusion_matrix, plot_loss_curves, plot_precision_at_k, plot_roc_curve, read_scalars
 
 
 def _opens_as_png(path):

@@ -10,7 +10,7 @@ import json
 import pytest
 from PIL import Image
 
-from evaluation import EvaluationDataError, run_task
+from alta_hf.evaluation import EvaluationDataError, run_task
 from tests import eval_stand_ins as stand_ins
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from transformers import CLIPConfig, CLIPModel
 
-from evaluation import feature_tensor
-from modeling_alta import AltaModel
+from alta_hf.evaluation import feature_tensor
+from alta_hf.modeling_alta import AltaModel
 from tests.factories import perturb_parameters_, tiny_alta_config
 
 

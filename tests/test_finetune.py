@@ -11,12 +11,12 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 from transformers import pipeline
 
-from dataset_scripts.common import save_dataset
-from dataset_scripts.labelled_sets import MULTI_LABEL, SINGLE_LABEL, classification_meta, labelled_dataset
-from modeling_alta import AltaForImageClassification
+from alta_hf.dataset_scripts.common import save_dataset
+from alta_hf.dataset_scripts.labelled_sets import MULTI_LABEL, SINGLE_LABEL, classification_meta, labelled_dataset
+from alta_hf.modeling_alta import AltaForImageClassification
 from tests.factories import save_tiny_alta_folder
-from training.finetune import main as finetune_main
-from training.finetune_data import auroc_metrics, label_fraction_indices
+from alta_hf.training.finetune import main as finetune_main
+from alta_hf.training.finetune_data import auroc_metrics, label_fraction_indices
 
 
 def test_single_label_fraction_is_stratified_and_deterministic():
@@ -105,7 +105,7 @@ def test_finetune_cli_end_to_end(tmp_path, alta_folder):
     classify = pipeline("image-classification", model=str(out), trust_remote_code=True)
     image = str(tmp_path / "images/test_1.png")
     scores = {r["label"]: r["score"] for r in classify(image)}
-    from processing import load_processor, load_radiograph
+    from alta_hf.processing import load_processor, load_radiograph
 
     with torch.no_grad():
         expected = model(load_processor(out)(images=load_radiograph(image))["pixel_values"]).logits.softmax(-1)[0]
@@ -113,9 +113,9 @@ def test_finetune_cli_end_to_end(tmp_path, alta_folder):
 
 
 def test_demo_labelled_set_labels_each_training_frontal_with_its_generated_class(tmp_path):
-    from dataset_scripts.demo import DemoOptions, build_demo_data
-    from dataset_scripts.demo_classification import build_demo_classification
-    from dataset_scripts.demo_phantom import CLASS_NAMES
+    from alta_hf.dataset_scripts.demo import DemoOptions, build_demo_data
+    from alta_hf.dataset_scripts.demo_classification import build_demo_classification
+    from alta_hf.dataset_scripts.demo_phantom import CLASS_NAMES
 
     demo = tmp_path / "demo"
     build_demo_data(demo, DemoOptions(num_train_studies=30, num_validate_studies=6, num_eval_per_class=3,

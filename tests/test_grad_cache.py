@@ -4,9 +4,9 @@ one batch of their total size; masking noise and dropout are replayed from the s
 import pytest
 import torch
 
-from modeling_alta import AltaForPreTraining
+from alta_hf.modeling_alta import AltaForPreTraining
 from tests.factories import assert_close_to_scale, perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
-from training.grad_cache import cached_contrastive_step
+from alta_hf.training.grad_cache import cached_contrastive_step
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 

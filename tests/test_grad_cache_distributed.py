@@ -8,9 +8,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from devtools.processes import gloo_process_group, run_ranks
-from modeling_alta import AltaForPreTraining
+from alta_hf.modeling_alta import AltaForPreTraining
 from tests.factories import assert_close_to_scale, perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
-from training.grad_cache import cached_contrastive_step
+from alta_hf.training.grad_cache import cached_contrastive_step
 
 WORLD_SIZE, PER_RANK, MICRO = 2, 4, 2
 

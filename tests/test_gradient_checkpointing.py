@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from modeling_alta import AltaForPreTraining
+from alta_hf.modeling_alta import AltaForPreTraining
 from tests.factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}

@@ -10,9 +10,9 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 
-from evaluation import run_task
-from evaluation.hub import collect_evaluations, main as hub_main, push_folder_to_hub
-from evaluation.loading import load_model_and_processor
+from alta_hf.evaluation import run_task
+from alta_hf.evaluation.hub import collect_evaluations, main as hub_main, push_folder_to_hub
+from alta_hf.evaluation.loading import load_model_and_processor
 from tests import eval_stand_ins as stand_ins
 from tests.fake_hub import FakeHub
 

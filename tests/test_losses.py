@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from devtools.reference_losses import reference_local_loss, reference_local_similarities
-from modeling_alta.losses_alta import (
+from alta_hf.modeling_alta.losses_alta import (
     clamp_logit_scales_,
     gather_with_grad,
     global_contrastive_loss,

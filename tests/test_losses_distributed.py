@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from devtools.processes import gloo_process_group, run_ranks
-from modeling_alta.losses_alta import gather_with_grad, global_contrastive_loss, local_contrastive_loss
+from alta_hf.modeling_alta.losses_alta import gather_with_grad, global_contrastive_loss, local_contrastive_loss
 
 WORLD_SIZE = 2
 PER_RANK = 3

@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import f1_score
 from sklearn.model_selection import StratifiedKFold
 
-from evaluation.metrics import (
+from alta_hf.evaluation.metrics import (
     f1_at_thresholds,
     metric_path,
     precision_at_k,

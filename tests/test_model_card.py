@@ -6,7 +6,7 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 
-from evaluation.model_card import OFFICIAL_LICENSE, PHYSIONET_LICENSE, build_model_card, count_parameters
+from alta_hf.evaluation.model_card import OFFICIAL_LICENSE, PHYSIONET_LICENSE, build_model_card, count_parameters
 from tests import eval_stand_ins as stand_ins
 
 ALTA_CONFIG = {

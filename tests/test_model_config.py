@@ -7,7 +7,7 @@ import pytest
 from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, BertConfig, ViTMAEConfig
 
-from modeling_alta import AltaConfig
+from alta_hf.modeling_alta import AltaConfig
 from tests.factories import tiny_alta_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

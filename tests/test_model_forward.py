@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from transformers import AutoModel, AutoModelForPreTraining
 
-from modeling_alta import AltaForPreTraining
-from modeling_alta.losses_alta import patchify
+from alta_hf.modeling_alta import AltaForPreTraining
+from alta_hf.modeling_alta.losses_alta import patchify
 from tests.factories import perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
 
 

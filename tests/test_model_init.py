@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from modeling_alta import AltaForPreTraining
+from alta_hf.modeling_alta import AltaForPreTraining
 from tests.factories import tiny_alta_config, tiny_pretraining_batch
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from tests.training_setup import write_tiny_configs
-from training.arguments import parse_arguments
-from training.model_setup import build_model_and_processor, mimetic_attention_init_
+from alta_hf.training.arguments import parse_arguments
+from alta_hf.training.model_setup import build_model_and_processor, mimetic_attention_init_
 
 
 def _fresh(tmp_path, tokenizer_dir, *extra):

@@ -5,9 +5,9 @@ view slots, studies with the frontal view only and under bf16 autocast."""
 import pytest
 import torch
 
-from modeling_alta import AltaForPreTraining
-from modeling_alta.convert_original_alta import convert_checkpoint, convert_state_dict
-from modeling_alta.step_work_alta import _cpu_has_native_bf16, labelled_rows, pad_to_length, used_text_length
+from alta_hf.modeling_alta import AltaForPreTraining
+from alta_hf.modeling_alta.convert_original_alta import convert_checkpoint, convert_state_dict
+from alta_hf.modeling_alta.step_work_alta import _cpu_has_native_bf16, labelled_rows, pad_to_length, used_text_length
 from tests.factories import assert_close_to_scale, perturb_parameters_, tiny_alta_config, tiny_pretraining_batch
 from tests.golden import assert_golden
 from tests.test_convert_original_alta import HEADS, TEXT_DIR, _pretraining_inputs

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from modeling_alta import AltaConfig, AltaForPreTraining, AltaModel
+from alta_hf.modeling_alta import AltaConfig, AltaForPreTraining, AltaModel
 from tests.factories import tiny_alta_config
 
 

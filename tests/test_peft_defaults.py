@@ -18,7 +18,7 @@ from transformers import (
     ViTModel,
 )
 
-from modeling_alta import BottleneckAdapterConfig
+from alta_hf.modeling_alta import BottleneckAdapterConfig
 
 VISION = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
               patch_size=16)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from evaluation.pictures import (
+from alta_hf.evaluation.pictures import (
     MASKED_PATCH_COLOR,
     PictureError,
     crop_box,
@@ -20,8 +20,8 @@ from evaluation.pictures import (
     save_reconstruction_picture,
     word_attention,
 )
-from modeling_alta.losses_alta import patchify, word_region_attention
-from processing import load_radiograph
+from alta_hf.modeling_alta.losses_alta import patchify, word_region_attention
+from alta_hf.processing import load_radiograph
 from tests.factories import save_tiny_alta_folder
 
 JPEG = "derived/rg1_mimic_cxr_jpg_style.jpg"  # 1841 x 1955: not square

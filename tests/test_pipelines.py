@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from transformers import pipeline
 
-from modeling_alta import AltaForPreTraining
-from processing import load_processor, load_radiograph
+from alta_hf.modeling_alta import AltaForPreTraining
+from alta_hf.processing import load_processor, load_radiograph
 from tests.factories import save_tiny_alta_folder
 
 LABELS = ["pleural effusion", "no acute cardiopulmonary process", "cardiomegaly"]

@@ -8,8 +8,8 @@ import torch
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from evaluation import embed_images
-from processing import AltaImageProcessor, load_radiograph
+from alta_hf.evaluation import embed_images
+from alta_hf.processing import AltaImageProcessor, load_radiograph
 
 RG1_UNCOMPRESSED = "dicom/nema_wg04_RG1_UNCR_cr_chest_pa.dcm"  # 15-bit MONOCHROME1 with a window, no rescale
 

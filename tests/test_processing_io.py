@@ -8,7 +8,7 @@ from PIL import Image
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from processing import RadiographLoadError, load_radiograph
+from alta_hf.processing import RadiographLoadError, load_radiograph
 
 NIH_PNG = "images/nih_cxr14/00000001_000.png"
 SIIM_MONO2 = "dicom/siim_nih_1.2.276.0.7230010.3.1.4.8323329.6904.1517875201.850819.dcm"

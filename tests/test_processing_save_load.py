@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import BertTokenizer
 
-from processing import AltaImageProcessor, AltaProcessor, load_processor
+from alta_hf.processing import AltaImageProcessor, AltaProcessor, load_processor
 
 NIH_PNG = "images/nih_cxr14/00000001_000.png"
 REPORT = "Mild cardiomegaly. No pneumothorax. Small left pleural effusion."

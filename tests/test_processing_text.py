@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import BertTokenizer
 
-from processing import (
+from alta_hf.processing import (
     PRETRAINING_KEYS,
     AltaImageProcessor,
     AltaPreTrainingCollator,

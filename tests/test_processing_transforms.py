@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from processing import AltaImageProcessor, AugmentationSettings, RadiographLoadError, apply_augmentation, draw_augmentation
+from alta_hf.processing import AltaImageProcessor, AugmentationSettings, RadiographLoadError, apply_augmentation, draw_augmentation
 
 NIH_PNG = "images/nih_cxr14/00000001_000.png"
 NIH_PNG_2 = "images/nih_cxr14/00027426_000.png"
@@ -161,6 +161,6 @@ def test_draws_cover_the_configured_ranges():
 
 
 def _draw(angle=0.0, translate_x=0.0, translate_y=0.0, scale=1.0, shear=0.0, brightness=1.0, contrast=1.0):
-    from processing import AugmentationDraw
+    from alta_hf.processing import AugmentationDraw
 
     return AugmentationDraw(angle, translate_x, translate_y, scale, shear, brightness, contrast, brightness_first=True)

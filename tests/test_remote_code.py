@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from modeling_alta import AltaForPreTraining
+from alta_hf.modeling_alta import AltaForPreTraining
 from tests.factories import perturb_parameters_, tiny_alta_config
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -9,12 +9,12 @@ import torch
 from PIL import Image, ImageOps
 from transformers import BertTokenizer
 
-from dataset_scripts import shard_images as shard_module
-from dataset_scripts.common import DatasetBuildError, frame_to_dataset, save_dataset
-from dataset_scripts.mimic_cxr import PRETRAINING_FEATURES
-from dataset_scripts.shard_images import IMAGE_COLUMNS, WORK_SUFFIX, main, shard_images
-from processing import AltaImageProcessor, AltaProcessor
-from training.data import StudyDataset, load_pretraining_split, view_sources
+from alta_hf.dataset_scripts import shard_images as shard_module
+from alta_hf.dataset_scripts.common import DatasetBuildError, frame_to_dataset, save_dataset
+from alta_hf.dataset_scripts.mimic_cxr import PRETRAINING_FEATURES
+from alta_hf.dataset_scripts.shard_images import IMAGE_COLUMNS, WORK_SUFFIX, main, shard_images
+from alta_hf.processing import AltaImageProcessor, AltaProcessor
+from alta_hf.training.data import StudyDataset, load_pretraining_split, view_sources
 
 SIZE = 512
 # Mean |difference| per study between tensors from shards and from the source files, in gray levels (0-255), measured

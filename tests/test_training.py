@@ -15,13 +15,13 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState
 
-import training.loop as loop
+import alta_hf.training.loop as loop
 from devtools.processes import run_accelerate_on_cpu
-from modeling_alta import AltaForPreTraining, AltaModel
-from processing import load_processor
+from alta_hf.modeling_alta import AltaForPreTraining, AltaModel
+from alta_hf.processing import load_processor
 from tests.training_setup import assert_bitwise_equal, final_weights, run_train_py, tiny_train_arguments
-from training.arguments import parse_arguments
-from training.data import SAMPLE_COUNTERS, StudyDataset, TrainingCollator, load_pretraining_split
+from alta_hf.training.arguments import parse_arguments
+from alta_hf.training.data import SAMPLE_COUNTERS, StudyDataset, TrainingCollator, load_pretraining_split
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # four epochs of 48 studies at batch 8: 24 optimizer steps
@@ -74,7 +74,7 @@ def test_training_lowers_the_loss_and_saves_a_loadable_model(tiny_demo, tmp_path
     arguments = tiny_train_arguments(tiny_demo, tmp_path / "configs", tmp_path / "run", validation_task="demo",
                                      validation_data=tiny_demo / "eval", report_to="tensorboard")
     model_args, _, _ = parse_arguments(arguments)
-    from training.model_setup import build_model_and_processor
+    from alta_hf.training.model_setup import build_model_and_processor
 
     torch.manual_seed(0)
     initial, processor = build_model_and_processor(model_args, {"tokenizer_dir": str(tiny_demo / "tokenizer")})

@@ -12,8 +12,8 @@ import os
 import signal
 import time
 
-import training.checkpointing as checkpointing
-import training.loop as loop
+import alta_hf.training.checkpointing as checkpointing
+import alta_hf.training.loop as loop
 
 KILL_AFTER_STEP = "ALTA_TEST_SIGKILL_AFTER_STEP"
 PAUSE_IN_CHECKPOINT_WRITE = "ALTA_TEST_PAUSE_IN_CHECKPOINT_WRITE"

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from dataset_scripts.demo import DemoOptions, build_demo_data
+from alta_hf.dataset_scripts.demo import DemoOptions, build_demo_data
 from devtools.processes import run_command
 
 __all__ = ["TINY_DEMO", "assert_bitwise_equal", "build_tiny_demo", "final_weights", "run_train_py",

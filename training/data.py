@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from processing import PRETRAINING_KEYS, STUDY_VIEWS, AltaPreTrainingCollator, RadiographLoadError
+from alta_hf.processing import PRETRAINING_KEYS, STUDY_VIEWS, AltaPreTrainingCollator, RadiographLoadError
 
 __all__ = [
     "EpochShuffleSampler",

@@ -1,10 +1,10 @@
 """The one-command demo: ALTA's recipe on pretrained demo towers, on 2 CPU cores; the study beside it.
 
-    python -m training.demo                      # = make demo
-    python -m training.demo --study              # the adapter study (training/demo_study.py)
+    python -m alta_hf.training.demo                      # = make demo
+    python -m alta_hf.training.demo --study              # the adapter study (training/demo_study.py)
 
 Two stages, as the real pipeline:
-1. the demo towers, made once and shipped in `demo_towers/` (`python -m training.pretrain_demo_towers`): an image
+1. the demo towers, made once and shipped in `demo_towers/` (`python -m alta_hf.training.pretrain_demo_towers`): an image
    tower pre-trained by masked record modelling (MAE + image-conditioned report MLM, as MRM) and a text tower by
    MLM, on the demo training split only, written as an `MRM.pth` and a CXR-BERT-like folder;
 2. ALTA: `train.py --init_from_mrm demo_towers/MRM.pth --init_from_cxr_bert demo_towers/cxr-bert-demo` converts them
@@ -48,7 +48,7 @@ def _ensure_demo_data(data_dir: Path, num_train_studies: int | None, generator_a
     if all((data_dir / part).is_dir() for part in _DATA_PARTS):
         print(f"demo data: reusing {data_dir}")
         return
-    from dataset_scripts.demo import main as generate_demo_data
+    from alta_hf.dataset_scripts.demo import main as generate_demo_data
 
     arguments = ["--output-dir", str(data_dir), "--overwrite", *generator_args]
     if num_train_studies is not None:
@@ -84,10 +84,10 @@ def _peak_memory_mib() -> float:
 
 
 def _checks(model_dir: Path, towers: Path, pretrain_dir: Path, processor_config: Path) -> dict:
-    from modeling_alta import AltaForPreTraining
-    from modeling_alta.convert_pretrained_towers import build_from_pretrained_towers
-    from processing import load_processor
-    from training.demo_checks import (
+    from alta_hf.modeling_alta import AltaForPreTraining
+    from alta_hf.modeling_alta.convert_pretrained_towers import build_from_pretrained_towers
+    from alta_hf.processing import load_processor
+    from alta_hf.training.demo_checks import (
         held_out_studies, reconstruction_loss_on_held_out, temporal_consistency_auroc, trainable_breakdown,
     )
 
@@ -95,7 +95,7 @@ def _checks(model_dir: Path, towers: Path, pretrain_dir: Path, processor_config:
     before, _ = build_from_pretrained_towers(towers / "MRM.pth", towers / "cxr-bert-demo")
     after = AltaForPreTraining.from_pretrained(model_dir)
     args = json.loads((model_dir / "training_args.json").read_text())
-    from training.model_setup import set_trainable_policy
+    from alta_hf.training.model_setup import set_trainable_policy
 
     set_trainable_policy(after, args["trainable_policy"])
     studies, image_root = held_out_studies(pretrain_dir)
@@ -145,7 +145,7 @@ def _print_summary(summary: dict, table: str, output_dir: Path) -> None:
 def main(argv=None) -> dict:
     args = _parse(argv)
     if args.study:
-        from training.demo_study import main as run_study
+        from alta_hf.training.demo_study import main as run_study
 
         return run_study([])
     _limit_threads()
@@ -155,10 +155,10 @@ def main(argv=None) -> dict:
     _ensure_demo_data(data_dir, args.num_train_studies, FRONTAL_ONLY if args.frontal_only else [])
     data_ready = time.perf_counter()
 
-    import training.loop as train
-    from evaluation import format_table, run_task
-    from modeling_alta import AltaModel
-    from processing import load_processor
+    import alta_hf.training.loop as train
+    from alta_hf.evaluation import format_table, run_task
+    from alta_hf.modeling_alta import AltaModel
+    from alta_hf.processing import load_processor
 
     train_arguments = ["--config", str(DEMO_CONFIG), "--train_dataset", str(data_dir / "pretrain"),
                        "--validation_data", str(data_dir / "eval"), "--output_dir", str(output_dir),

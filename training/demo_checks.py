@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from training.data import load_pretraining_split, view_sources
+from alta_hf.training.data import load_pretraining_split, view_sources
 
 __all__ = ["held_out_studies", "reconstruction_loss_on_held_out", "temporal_consistency_auroc", "trainable_breakdown"]
 

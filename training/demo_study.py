@@ -1,8 +1,8 @@
 """The adapter study: ALTA's bottleneck adapters against the alternatives, on the same demo towers, data, seed and
-schedule (configs/demo.yaml), each variant a `python -m training.demo` run of its own.
+schedule (configs/demo.yaml), each variant a `python -m alta_hf.training.demo` run of its own.
 
-    python -m training.demo --study                                   # all variants -> outputs/demo_study/
-    python -m training.demo_study --variants alta lora                # a subset
+    python -m alta_hf.training.demo --study                                   # all variants -> outputs/demo_study/
+    python -m alta_hf.training.demo_study --variants alta lora                # a subset
 
 Writes `OUTPUT/study.json` and `OUTPUT/study.md` (the README table): zero-shot accuracy and retrieval P@5 both ways
 on the demo test split, training time and peak resident memory (training process + loader worker) of each variant.
@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
         run_dir = output_dir / name
         summary_file = run_dir / "demo_summary.json"
         if not summary_file.is_file():  # a finished variant is kept: the study resumes where it stopped
-            command = [sys.executable, "-m", "training.demo", "--output-dir", str(run_dir), *VARIANTS[name][1],
+            command = [sys.executable, "-m", "alta_hf.training.demo", "--output-dir", str(run_dir), *VARIANTS[name][1],
                        *args.demo_arg]
             print(f"study: {name}: {' '.join(command)}", flush=True)
             subprocess.run(command, check=True)

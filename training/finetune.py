@@ -1,6 +1,6 @@
 """Fine-tune, or probe linearly, a trained ALTA on a labelled set (MRM's protocol: 1 %, 10 % or 100 % of the labels).
 
-    python -m training.finetune --model ALTA_DIR --dataset LABELLED_SET --output-dir OUT
+    python -m alta_hf.training.finetune --model ALTA_DIR --dataset LABELLED_SET --output-dir OUT
         [--mode linear_probe|adapters|full] [--label_fraction 0.01|0.1|1.0] [--seed 0] [--num-train-epochs 10]
         [--batch-size 32] [--learning-rate LR] [--patience 3] [--bf16]
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 __all__ = ["DEFAULT_LEARNING_RATES", "main"]
 
-logger = logging.getLogger("training.finetune")
+logger = logging.getLogger("alta_hf.training.finetune")
 
 # Linear probes take large steps (a convex problem on frozen features); the adapters ALTA's pre-training rate; the
 # whole tower a small one.
@@ -30,7 +30,7 @@ RESULTS_FILE = "finetune_results.json"
 
 
 def _parse(argv) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training.finetune", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m alta_hf.training.finetune", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="saved ALTA folder (AltaModel or AltaForPreTraining) or Hub id")
     parser.add_argument("--dataset", required=True, help="labelled set folder (dataset_scripts/labelled_sets.py)")
     parser.add_argument("--output-dir", required=True, help="where the classifier folder is written")
@@ -86,7 +86,7 @@ def _training_arguments(args, checkpoints: Path):
 
 
 def _build_model(args, labelled):
-    from modeling_alta import AltaForImageClassification
+    from alta_hf.modeling_alta import AltaForImageClassification
 
     return AltaForImageClassification.from_pretrained(
         args.model,
@@ -104,9 +104,9 @@ def main(argv=None) -> int:
     import torch
     from transformers import EarlyStoppingCallback, Trainer, set_seed
 
-    from evaluation.loading import resolve_model_dir
-    from processing import load_processor  # the package's own classes: saved again, they keep their auto_map
-    from training.finetune_data import ImageLabelCollator, auroc_metrics, label_fraction_indices, load_labelled_set
+    from alta_hf.evaluation.loading import resolve_model_dir
+    from alta_hf.processing import load_processor  # the package's own classes: saved again, they keep their auto_map
+    from alta_hf.training.finetune_data import ImageLabelCollator, auroc_metrics, label_fraction_indices, load_labelled_set
 
     labelled = load_labelled_set(args.dataset)
     model_dir = resolve_model_dir(args.model)

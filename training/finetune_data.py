@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from dataset_scripts.common import DatasetBuildError, load_dataset_meta
-from dataset_scripts.labelled_sets import MULTI_LABEL, SINGLE_LABEL
+from alta_hf.dataset_scripts.common import DatasetBuildError, load_dataset_meta
+from alta_hf.dataset_scripts.labelled_sets import MULTI_LABEL, SINGLE_LABEL
 
 __all__ = ["ImageLabelCollator", "LabelledSet", "auroc_metrics", "label_fraction_indices", "load_labelled_set"]
 
@@ -92,7 +92,7 @@ class ImageLabelCollator:
         self.skipped = 0
 
     def __call__(self, rows: list[dict]) -> dict:
-        from processing import RadiographLoadError, load_radiograph
+        from alta_hf.processing import RadiographLoadError, load_radiograph
 
         images, labels = [], []
         for row in rows:

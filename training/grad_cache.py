@@ -20,7 +20,7 @@ import contextlib
 import torch
 import torch.distributed as dist
 
-from modeling_alta.losses_alta import global_contrastive_loss, local_contrastive_loss
+from alta_hf.modeling_alta.losses_alta import global_contrastive_loss, local_contrastive_loss
 
 __all__ = ["cached_contrastive_step"]
 

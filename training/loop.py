@@ -24,17 +24,17 @@ from accelerate.logging import get_logger
 from accelerate.utils import ProjectConfiguration, set_seed
 from tqdm.auto import tqdm
 
-from evaluation.output_folder import ensure_writable_directory
-from modeling_alta.losses_alta import clamp_logit_scales_
-from training.arguments import arguments_to_dict, parse_arguments
-from training.checkpointing import load_checkpoint, remove_incomplete_checkpoints, resolve_checkpoint, save_checkpoint
-from training.data import SAMPLE_COUNTERS, StudyDataset, build_train_loader, load_pretraining_split
-from training.grad_cache import cached_contrastive_step
-from training.logging_utils import LOSS_NAMES, LossWindow, ProblemCounter, logit_scales, tracker_config
-from training.model_setup import build_model_and_processor
-from training.optimization import build_optimizer, build_scheduler, scaled_learning_rate
-from training.runtime import all_finite, choose_mixed_precision, prefer_cpu
-from training.validation import metric_name, run_validation, save_model_folder
+from alta_hf.evaluation.output_folder import ensure_writable_directory
+from alta_hf.modeling_alta.losses_alta import clamp_logit_scales_
+from alta_hf.training.arguments import arguments_to_dict, parse_arguments
+from alta_hf.training.checkpointing import load_checkpoint, remove_incomplete_checkpoints, resolve_checkpoint, save_checkpoint
+from alta_hf.training.data import SAMPLE_COUNTERS, StudyDataset, build_train_loader, load_pretraining_split
+from alta_hf.training.grad_cache import cached_contrastive_step
+from alta_hf.training.logging_utils import LOSS_NAMES, LossWindow, ProblemCounter, logit_scales, tracker_config
+from alta_hf.training.model_setup import build_model_and_processor
+from alta_hf.training.optimization import build_optimizer, build_scheduler, scaled_learning_rate
+from alta_hf.training.runtime import all_finite, choose_mixed_precision, prefer_cpu
+from alta_hf.training.validation import metric_name, run_validation, save_model_folder
 
 __all__ = ["Run", "main", "micro_batch_groups", "updates_per_epoch"]
 
@@ -335,7 +335,7 @@ def finish(run: Run) -> Path:
 
 
 def push(run: Run, final_dir: Path) -> None:
-    from evaluation.hub import push_folder_to_hub
+    from alta_hf.evaluation.hub import push_folder_to_hub
 
     training_args, logs = run.training_args, run.output_dir / "logs"
     trainable, total = run.accelerator.unwrap_model(run.model).trainable_parameter_counts()

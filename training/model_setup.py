@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 from transformers import BertTokenizer
 
-from modeling_alta import AltaConfig, AltaForPreTraining
-from modeling_alta.adapter_budget import lora_config_matching_bottleneck
-from modeling_alta.convert_pretrained_towers import build_from_pretrained_towers
-from processing import AltaImageProcessor, AltaProcessor, load_processor
+from alta_hf.modeling_alta import AltaConfig, AltaForPreTraining
+from alta_hf.modeling_alta.adapter_budget import lora_config_matching_bottleneck
+from alta_hf.modeling_alta.convert_pretrained_towers import build_from_pretrained_towers
+from alta_hf.processing import AltaImageProcessor, AltaProcessor, load_processor
 
 __all__ = ["build_model_and_processor", "mimetic_attention_init_", "set_trainable_policy"]
 

@@ -1,6 +1,6 @@
 """Pre-train the demo's two towers, self-supervised, in the formats users bring: an `MRM.pth` and a CXR-BERT-like folder.
 
-    python -m training.pretrain_demo_towers --data-dir demo_data --output-dir demo_towers   # what made demo_towers/
+    python -m alta_hf.training.pretrain_demo_towers --data-dir demo_data --output-dir demo_towers   # what made demo_towers/
 
 The real pipeline has two stages: MRM pre-trains the image tower (masked record modelling: MAE on the radiograph
 plus masked-LM of the report, the report tokens predicted with the image feature added), CXR-BERT is the text tower,
@@ -83,7 +83,7 @@ def export_mrm(model, path, args: argparse.Namespace) -> None:
     project's own key map (`map_original_key`), so that `convert_pretrained_towers` reads back exactly these tensors."""
     import torch
 
-    from modeling_alta.convert_original_alta import map_original_key
+    from alta_hf.modeling_alta.convert_original_alta import map_original_key
 
     state = model.state_dict()
     weights = {key: _gather(state, key, map_original_key(key)) for key in _mrm_keys(model)}
@@ -98,7 +98,7 @@ def export_text_folder(model, tokenizer_dir, folder) -> None:
     import torch
     from transformers import BertForMaskedLM
 
-    from modeling_alta.convert_original_alta import map_original_key
+    from alta_hf.modeling_alta.convert_original_alta import map_original_key
 
     text_config = model.config.text_config
     bert = BertForMaskedLM(text_config)
@@ -145,7 +145,7 @@ def _cpu_name() -> str:
 
 def _parse(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default="demo_data", help="demo data (python -m dataset_scripts.demo)")
+    parser.add_argument("--data-dir", default="demo_data", help="demo data (python -m alta_hf.dataset_scripts.demo)")
     parser.add_argument("--output-dir", default="demo_towers")
     parser.add_argument("--epochs", type=int, default=40, help="passes over the demo training split")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (tests, trials)")
@@ -168,9 +168,9 @@ def _build(args):
     import torch
     from transformers import BertTokenizer
 
-    from modeling_alta import AltaConfig, AltaForPreTraining
-    from processing import AltaImageProcessor, AltaProcessor
-    from training.data import StudyDataset, build_train_loader, load_pretraining_split
+    from alta_hf.modeling_alta import AltaConfig, AltaForPreTraining
+    from alta_hf.processing import AltaImageProcessor, AltaProcessor
+    from alta_hf.training.data import StudyDataset, build_train_loader, load_pretraining_split
 
     rows, image_root, meta = load_pretraining_split(Path(args.data_dir) / "pretrain", "train")
     tokenizer = BertTokenizer.from_pretrained(meta["tokenizer_dir"])
@@ -295,7 +295,7 @@ def main(argv=None) -> dict:
     wall = time.perf_counter() - started
     model.eval()
     summary = {
-        "command": "python -m training.pretrain_demo_towers " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m alta_hf.training.pretrain_demo_towers " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "seed": args.seed, "steps": step, "epochs": epoch, "steps_per_epoch": steps_per_epoch,
         "batch_size": args.batch_size, "learning_rate": args.learning_rate, "mask_ratio": args.mask_ratio,
         "mlm_probability": args.mlm_probability, "condition_on": args.condition_on, "train_studies": len(dataset),

@@ -5,7 +5,7 @@ import warnings
 import torch
 from accelerate.utils import is_mps_available, is_npu_available, is_xpu_available
 
-from modeling_alta.step_work_alta import bf16_autocast_supported
+from alta_hf.modeling_alta.step_work_alta import bf16_autocast_supported
 
 __all__ = ["all_finite", "choose_mixed_precision", "prefer_cpu"]
 

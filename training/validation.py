@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from accelerate.utils import broadcast_object_list
 
-from evaluation import run_task
-from processing import cap_text_length
+from alta_hf.evaluation import run_task
+from alta_hf.processing import cap_text_length
 
 __all__ = ["metric_name", "run_validation", "save_model_folder"]
 
