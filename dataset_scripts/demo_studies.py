@@ -61,7 +61,7 @@ class DemoOptions:
     # The acquisition nuisance of real radiographs (patient pose, exposure, noise level, collimation, text markers,
     # support devices). Off by default: on the demo's few thousand images it only slows learning down.
     nuisance: bool = False
-    min_severity: float = 0.4  # positive findings draw their severity from [min_severity, 1]
+    min_severity: float = 0.25  # positive findings draw their severity from [min_severity, 1]
 
     def __post_init__(self):
         counts = {"num_train_studies": self.num_train_studies, "num_validate_studies": self.num_validate_studies,
