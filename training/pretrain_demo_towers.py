@@ -158,6 +158,9 @@ def _parse(argv) -> argparse.Namespace:
     parser.add_argument("--warmup-epochs", type=float, default=2.0)
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--mask-ratio", type=float, default=0.75, help="image patches masked (MAE's 0.75)")
+    parser.add_argument("--pixel-target", choices=("normalised", "raw"), default="normalised",
+                        help="reconstruct per-patch normalised pixels (MAE's norm_pix_loss, as MRM) or raw pixels")
+    parser.add_argument("--mlm-weight", type=float, default=1.0, help="weight of the report MLM against reconstruction")
     parser.add_argument("--mlm-probability", type=float, default=0.5, help="report tokens masked (MRM's 0.5)")
     parser.add_argument("--condition-on", choices=("all-views", "frontal"), default="frontal",
                         help="views whose pooled [CLS] conditions the report MLM (all-views: as ALTA pools them)")
@@ -186,6 +189,8 @@ def _build(args):
     config = AltaConfig.from_json_file(TOWERS_CONFIG)
     config.text_config.vocab_size, config.text_config.pad_token_id = len(tokenizer), tokenizer.pad_token_id
     config.vision_config.mask_ratio = args.mask_ratio
+    config.vision_config.norm_pix_loss = args.pixel_target == "normalised"
+    config.mlm_loss_weight = args.mlm_weight
     torch.manual_seed(args.seed)
     model = AltaForPreTraining(config)
     trainable = set(tower_parameter_names(model))
@@ -246,7 +251,8 @@ def _load_state(path: Path, model, optimizer, scheduler) -> dict:
 
 def _write_outputs(args, model, tokenizer_dir, output_dir: Path, summary: dict) -> dict:
     text_dir = output_dir / TEXT_FOLDER
-    mrm_args = argparse.Namespace(model="demo_towers", mask_ratio=args.mask_ratio, norm_pix_loss=True,
+    mrm_args = argparse.Namespace(model="demo_towers", mask_ratio=args.mask_ratio,
+                                  norm_pix_loss=args.pixel_target == "normalised",
                                   batch_size=args.batch_size, epochs=args.epochs, lr=args.learning_rate,
                                   mlm_probability=args.mlm_probability, whole_report_fraction=args.whole_report_fraction,
                                   condition_on=args.condition_on, seed=args.seed)
