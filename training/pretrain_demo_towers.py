@@ -151,7 +151,7 @@ def _parse(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default="demo_data", help="demo data (python -m alta_hf.dataset_scripts.demo)")
     parser.add_argument("--output-dir", default="demo_towers")
-    parser.add_argument("--epochs", type=int, default=40, help="passes over the demo training split")
+    parser.add_argument("--epochs", type=int, default=45, help="passes over the demo training split (45 made demo_towers/)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (tests, trials)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
