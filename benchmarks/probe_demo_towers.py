@@ -9,7 +9,13 @@ learn"):
 - whether masked record modelling uses the image: the MLM loss with the pretrained image->report map (MRM's `bert_mlp`)
   and with the image offset removed;
 - a linear probe (logistic regression on standardised unmasked frontal [CLS] + patch-mean features) fitted on the demo
-  validation split, scored on the test split (chance 0.20).
+  validation split, scored on the test split (chance 0.20);
+- the class share of the variance (between-class over total sum of squares, on the validation split) of the unmasked
+  frontal [CLS] (and of the [CLS] of the same images under the official training augmentation, and with 75 % of the
+  patches masked, as ALTA's training sees them), the patch mean, the
+  report [CLS] and, for reference, the image's own pixels at 28 x 28. A linear
+  probe finds a class direction however faint; a contrastive loss starting from frozen features has to find it
+  against everything else that varies, so this share is what tells whether ALTA's global loss can pick it up.
 """
 
 import argparse
@@ -58,6 +64,48 @@ def feature_spread_and_mlm(model, processor, data: Path) -> dict:
     return result
 
 
+def class_share(features: np.ndarray, labels: np.ndarray) -> float:
+    """Between-class sum of squares over the total (1: features are their class mean; 0: no class signal)."""
+    centred = features - features.mean(0)
+    means = np.stack([centred[labels == label].mean(0) for label in np.unique(labels)])
+    index = np.searchsorted(np.unique(labels), labels)
+    return round(float((means[index] ** 2).sum() / (centred ** 2).sum()), 4)
+
+
+@torch.no_grad()
+def class_shares(model, processor, data: Path) -> dict:
+    import datasets
+    from PIL import Image
+
+    rows = datasets.load_from_disk(str(data / "eval"))["validation"]
+    root = Path(json.loads((data / "eval" / "alta_dataset.json").read_text())["image_root"])
+    labels = np.array(rows["label"])
+    images = [Image.open(root / path).convert("RGB") for path in rows["image_path"]]
+    pixel_values = torch.cat([processor(images=images[i:i + 50], return_tensors="pt")["pixel_values"]
+                              for i in range(0, len(images), 50)])
+    hidden = model.alta.vision_hidden_states(pixel_values)
+    # as ALTA's training sees the frontal: 75 % of the patches masked (fixed noise), the other three slots absent
+    slots = torch.zeros(len(images), model.config.num_view_slots, *pixel_values.shape[1:])
+    slots[:, 0] = pixel_values
+    view_mask = torch.zeros(len(images), model.config.num_view_slots, dtype=torch.long)
+    view_mask[:, 0] = 1
+    noise = torch.rand(*view_mask.shape, model.config.num_patches, generator=torch.Generator().manual_seed(0))
+    masked_cls = model.encode_views(slots, view_mask, noise)[0][:, 0, 0]
+    # the official training augmentation (configs/processor/demo.json: random affine, brightness/contrast), unmasked
+    augmented = torch.stack([processor.image_processor.preprocess_study(
+        image, generator=torch.Generator().manual_seed(i), augment=True)["pixel_values"][0] for i, image in enumerate(images)])
+    augmented_cls = model.alta.vision_hidden_states(augmented)[:, 0]
+    text = processor.tokenizer(list(rows["report"]), padding=True, truncation=True, max_length=128, return_tensors="pt")
+    report_cls = model.alta.text_hidden_states(text["input_ids"], text["attention_mask"])[:, 0]
+    pixels = np.stack([np.asarray(image.convert("L").resize((28, 28)), np.float32).ravel() for image in images])
+    return {"frontal_cls": class_share(hidden[:, 0].numpy(), labels),
+            "frontal_cls_augmented": class_share(augmented_cls.numpy(), labels),
+            "frontal_cls_75pct_masked": class_share(masked_cls.numpy(), labels),
+            "frontal_patch_mean": class_share(hidden[:, 1:].mean(1).numpy(), labels),
+            "report_cls": class_share(report_cls.numpy(), labels),
+            "pixels_28x28": class_share(pixels, labels)}
+
+
 @torch.no_grad()
 def linear_probe(model, processor, data: Path) -> float:
     import datasets
@@ -101,6 +149,7 @@ def main(argv=None) -> dict:
     processor = _processor(SimpleNamespace(processor_config=str(REPO_ROOT / "configs/processor/demo.json")),
                            towers / "cxr-bert-demo")
     result = {"linear_probe_accuracy": linear_probe(model.eval(), processor, data),
+              "class_share_of_variance": class_shares(model, processor, data),
               **feature_spread_and_mlm(model, processor, data)}
     print(json.dumps(result, indent=2))
     return result

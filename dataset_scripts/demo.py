@@ -236,6 +236,11 @@ def _parse_args(argv):
     parser.add_argument("--prior-fraction", type=float, default=defaults.prior_fraction,
                         help="share of pre-training studies with a prior study")
     parser.add_argument("--vocab-size", type=int, default=defaults.vocab_size, help="largest tokenizer vocabulary")
+    parser.add_argument("--nuisance", action="store_true",
+                        help="vary pose, exposure, noise, collimation, text markers and support devices as real "
+                             "radiographs do (off: these only slow the demo's learning down)")
+    parser.add_argument("--min-severity", type=float, default=defaults.min_severity,
+                        help="smallest severity of a positive finding, in (0, 1]")
     parser.add_argument("--num-workers", type=int, default=_default_workers(), help="rendering processes")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--push-to-hub", metavar="REPO", help="then push both datasets to this dataset repo")
@@ -249,7 +254,7 @@ def main(argv=None) -> int:
         options = DemoOptions(num_train_studies=args.num_train_studies, num_validate_studies=args.num_validate_studies,
                               num_eval_per_class=args.num_eval_per_class, image_size=args.image_size, seed=args.seed,
                               lateral_fraction=args.lateral_fraction, prior_fraction=args.prior_fraction,
-                              vocab_size=args.vocab_size)
+                              vocab_size=args.vocab_size, nuisance=args.nuisance, min_severity=args.min_severity)
         start = time.perf_counter()
         summary = build_demo_data(args.output_dir, options, num_workers=args.num_workers, overwrite=args.overwrite)
     except (ValueError, DemoOutputExistsError) as error:

@@ -192,8 +192,10 @@ class _Pose:
         return list(zip(((x + 1.0) * 0.5 * size).tolist(), ((y + 1.0) * 0.5 * size).tolist()))
 
 
-def _sample_pose(rng: np.random.Generator) -> _Pose:
+def _sample_pose(rng: np.random.Generator, nuisance: bool) -> _Pose:
     u = rng.uniform(size=4).tolist()
+    if not nuisance:  # centred, upright, at the mean scale (the draw still happens: the stream stays aligned)
+        u = [0.5, 0.5, 0.5, 0.5]
     return _Pose(
         scale=0.86 + 0.16 * u[0],
         angle=np.deg2rad(-5.0 + 10.0 * u[1]),
@@ -461,11 +463,14 @@ def _device_layer(pose: _Pose, size: int, devices: tuple[str, ...], rng: np.rand
 
 
 def _develop(density: np.ndarray, size: int, rng: np.random.Generator, pose: _Pose,
-             devices: tuple[str, ...], lateral: bool) -> np.ndarray:
+             devices: tuple[str, ...], lateral: bool, nuisance: bool) -> np.ndarray:
     """Density -> uint8 image with the nuisance of real acquisitions: window/level, gamma and a soft
     exposure gradient (at the render resolution), then at full resolution support devices, quantum
-    noise, collimation and text markers."""
+    noise, collimation and text markers. Without `nuisance`: one fixed exposure, the lowest noise, no
+    collimation and no markers."""
     low, high, gamma, angle, tilt, noise = rng.uniform(size=6).tolist()
+    if not nuisance:
+        low, high, gamma, tilt, noise = 0.5, 0.5, 0.5, 0.0, 0.0
     low, high = 0.10 * low, 0.62 + 0.16 * high
     image = np.clip((density - low) * (1.0 / (high - low)), 0.0, 1.0) ** (0.75 + 0.6 * gamma)
     ramp = np.linspace(-1.0, 1.0, image.shape[0], dtype=np.float32)
@@ -475,8 +480,9 @@ def _develop(density: np.ndarray, size: int, rng: np.random.Generator, pose: _Po
     if devices:
         image += 0.6 * _device_layer(pose, size, devices, rng)
     image += rng.standard_normal((size, size), dtype=np.float32) * np.float32(0.008 + 0.025 * noise)
-    _collimate(image, rng)
-    _draw_markers(image, rng, lateral=lateral)
+    if nuisance:
+        _collimate(image, rng)
+        _draw_markers(image, rng, lateral=lateral)
     return _to_uint8(image)
 
 
@@ -516,23 +522,25 @@ def _patient_field(texture_seed: int, lateral: bool) -> np.ndarray:
 
 
 def render_frontal(anatomy: Anatomy, finding: Finding, rng: np.random.Generator, size: int,
-                   devices: tuple[str, ...] = ()) -> np.ndarray:
-    """A PA/AP frontal radiograph `[size, size]` uint8. `rng` draws pose, exposure, noise and markers."""
-    pose = _sample_pose(rng)
+                   devices: tuple[str, ...] = (), nuisance: bool = True) -> np.ndarray:
+    """A PA/AP frontal radiograph `[size, size]` uint8. `rng` draws pose, exposure, noise and markers, which vary
+    only with `nuisance`."""
+    pose = _sample_pose(rng, nuisance)
     x, y = pose.patient_grid(_internal_size(size))
     patch_field = _smooth_field(rng, _FIELD_SIZE // 2, passes=4)
     soft = max(0.012, 3.0 / size)
     density = _frontal_density(anatomy, finding, x, y, soft, _patient_field(anatomy.texture_seed, False), patch_field)
-    return _develop(density, size, rng, pose, devices, lateral=False)
+    return _develop(density, size, rng, pose, devices, lateral=False, nuisance=nuisance)
 
 
 # ---------------------------------------------------------------------------------------------
 # lateral view
 
 
-def render_lateral(anatomy: Anatomy, finding: Finding, rng: np.random.Generator, size: int) -> np.ndarray:
+def render_lateral(anatomy: Anatomy, finding: Finding, rng: np.random.Generator, size: int,
+                   nuisance: bool = True) -> np.ndarray:
     """A lateral radiograph `[size, size]` uint8 of the same patient and finding (anterior at the left)."""
-    pose = _sample_pose(rng)
+    pose = _sample_pose(rng, nuisance)
     x, y = pose.patient_grid(_internal_size(size))
     patch_field = _smooth_field(rng, _FIELD_SIZE // 2, passes=4)
     soft = max(0.012, 3.0 / size)
@@ -586,4 +594,4 @@ def render_lateral(anatomy: Anatomy, finding: Finding, rng: np.random.Generator,
     arm = _ramp(0.09 - _segment_distance(x, y, -1.0, -0.95, 0.35, -0.62), soft * 4)
     density += 0.07 * arm * body
 
-    return _develop(density, size, rng, pose, (), lateral=True)
+    return _develop(density, size, rng, pose, (), lateral=True, nuisance=nuisance)

@@ -39,7 +39,7 @@ EVAL_COLUMNS = ("image_path", "label", "report")
 STREAMS = {"train": 0, "validate": 1, "validation": 2, "test": 3}
 PRETRAIN_SPLITS = ("train", "validate")
 EVAL_SPLITS = ("validation", "test")
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 _MAX_STUDIES_PER_SPLIT = 1_000_000  # keeps the MIMIC-like 8-digit ids unique across splits
 
 # how often each support device appears, independently of the class
@@ -58,6 +58,10 @@ class DemoOptions:
     lateral_fraction: float = 0.7
     prior_fraction: float = 0.4
     vocab_size: int = 1000
+    # The acquisition nuisance of real radiographs (patient pose, exposure, noise level, collimation, text markers,
+    # support devices). Off by default: on the demo's few thousand images it only slows learning down.
+    nuisance: bool = False
+    min_severity: float = 0.25  # positive findings draw their severity from [min_severity, 1]
 
     def __post_init__(self):
         counts = {"num_train_studies": self.num_train_studies, "num_validate_studies": self.num_validate_studies,
@@ -67,6 +71,8 @@ class DemoOptions:
                 raise ValueError(f"{name}={value}: each split needs between 1 and {_MAX_STUDIES_PER_SPLIT} studies")
         if self.image_size < 32:
             raise ValueError(f"image_size={self.image_size} is too small for a radiograph; use >= 32")
+        if not 0.0 < self.min_severity <= 1.0:
+            raise ValueError(f"min_severity={self.min_severity} is not in (0, 1]")
         for name in ("lateral_fraction", "prior_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}={getattr(self, name)} is not a fraction in [0, 1]")
@@ -106,10 +112,10 @@ class StudySpec:
                 "prior_devices": list(self.prior_devices), "prior_has_lateral": self.prior_has_lateral}
 
 
-def _sample_finding(label: str, rng: np.random.Generator) -> Finding:
+def _sample_finding(label: str, rng: np.random.Generator, min_severity: float) -> Finding:
     if label == "No Finding":
         return Finding()
-    severity = float(rng.uniform(0.12, 1.0))
+    severity = float(rng.uniform(min_severity, 1.0))
     if label == "Cardiomegaly":
         return Finding(label, severity)
     if label == "Pleural Effusion":
@@ -122,9 +128,9 @@ def _sample_finding(label: str, rng: np.random.Generator) -> Finding:
     return Finding(label, severity, side)
 
 
-def _sample_devices(rng: np.random.Generator) -> tuple[str, ...]:
+def _sample_devices(rng: np.random.Generator, nuisance: bool) -> tuple[str, ...]:
     rolls = rng.uniform(size=len(DEVICE_NAMES))
-    return tuple(name for name, roll in zip(DEVICE_NAMES, rolls) if roll < _DEVICE_RATES[name])
+    return tuple(name for name, roll in zip(DEVICE_NAMES, rolls) if nuisance and roll < _DEVICE_RATES[name])
 
 
 def _study_streams(seed: int, split: str, index: int) -> list[np.random.Generator]:
@@ -142,18 +148,20 @@ def sample_study(options: DemoOptions, split: str, index: int) -> StudySpec:
     study_id = 50_000_000 + stream * 2 * _MAX_STUDIES_PER_SPLIT + 2 * index + 1
     if split in EVAL_SPLITS:  # class blocks, as in CheXpert 5x200: one frontal, no lateral, no prior
         label = CLASS_NAMES[index // options.num_eval_per_class]
-        return StudySpec(split, index, subject_id, study_id, _sample_finding(label, rng), _sample_devices(rng),
+        return StudySpec(split, index, subject_id, study_id, _sample_finding(label, rng, options.min_severity),
+                         _sample_devices(rng, options.nuisance),
                          False, None, None, (), False)
     label = CLASS_NAMES[int(rng.integers(len(CLASS_NAMES)))]
-    finding = _sample_finding(label, rng)
-    devices = _sample_devices(rng)
+    finding = _sample_finding(label, rng, options.min_severity)
+    devices = _sample_devices(rng, options.nuisance)
     has_lateral = bool(rng.uniform() < options.lateral_fraction)
     if rng.uniform() >= options.prior_fraction:
         return StudySpec(split, index, subject_id, study_id, finding, devices, has_lateral, None, None, (), False)
     # the prior shows the finding absent (half of the priors) or smaller
     factor = 0.0 if rng.uniform() < 0.5 else float(rng.uniform(0.25, 0.7))
     return StudySpec(split, index, subject_id, study_id, finding, devices, has_lateral, study_id - 1,
-                     finding.scaled(factor), _sample_devices(rng), bool(rng.uniform() < options.lateral_fraction))
+                     finding.scaled(factor), _sample_devices(rng, options.nuisance),
+                     bool(rng.uniform() < options.lateral_fraction))
 
 
 def render_study(options: DemoOptions, split: str, index: int) -> tuple[StudySpec, dict[str, np.ndarray]]:
@@ -163,13 +171,15 @@ def render_study(options: DemoOptions, split: str, index: int) -> tuple[StudySpe
     _, frontal_rng, lateral_rng, prior_frontal_rng, prior_lateral_rng, _ = _study_streams(options.seed, split, index)
     anatomy = sample_anatomy(frontal_rng)
     size = options.image_size
-    images = {"frontal": render_frontal(anatomy, spec.finding, frontal_rng, size, spec.devices)}
+    images = {"frontal": render_frontal(anatomy, spec.finding, frontal_rng, size, spec.devices, options.nuisance)}
     if spec.has_lateral:
-        images["lateral"] = render_lateral(anatomy, spec.finding, lateral_rng, size)
+        images["lateral"] = render_lateral(anatomy, spec.finding, lateral_rng, size, options.nuisance)
     if spec.prior_finding is not None:
-        images["prior_frontal"] = render_frontal(anatomy, spec.prior_finding, prior_frontal_rng, size, spec.prior_devices)
+        images["prior_frontal"] = render_frontal(anatomy, spec.prior_finding, prior_frontal_rng, size, spec.prior_devices,
+                                                 options.nuisance)
         if spec.prior_has_lateral:
-            images["prior_lateral"] = render_lateral(anatomy, spec.prior_finding, prior_lateral_rng, size)
+            images["prior_lateral"] = render_lateral(anatomy, spec.prior_finding, prior_lateral_rng, size,
+                                                     options.nuisance)
     return spec, images
 
 

@@ -88,8 +88,13 @@ def test_each_mode_trains_exactly_its_parameter_set(mode):
     loss.backward()
     optimizer.step()
     changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
-    # a key bias adds one constant to all scores of a query, which softmax ignores: its gradient is exactly zero
-    assert changed == {n for n in trainable if not n.endswith("k_proj.bias")}
+    # a key bias adds one constant to all scores of a query, which softmax ignores: its gradient is zero up to
+    # rounding (exactly zero on some CPUs' kernels, about 1e-9 on others)
+    key_biases = {n for n in trainable if n.endswith("k_proj.bias")}
+    assert changed - key_biases == trainable - key_biases
+    for name, p in model.named_parameters():
+        if name in key_biases:
+            assert (p - before[name]).abs().max() < 1e-6, name
     # the mode is part of the config; switching it re-applies the policy
     model.set_classification_mode("linear_probe")
     assert {n for n, p in model.named_parameters() if p.requires_grad} == {"classifier.weight", "classifier.bias"}

@@ -137,3 +137,37 @@ def test_towers_convert_with_lora_adapters_too(towers):
         assert torch.allclose(lora.alta.vision_hidden_states(pixels), bottleneck.alta.vision_hidden_states(pixels),
                               atol=1e-5)
         assert torch.allclose(lora.alta.text_hidden_states(ids), bottleneck.alta.text_hidden_states(ids), atol=1e-5)
+
+
+def test_whole_report_masking_masks_every_word_of_the_chosen_reports_only():
+    from transformers import BertTokenizer
+
+    from alta_hf.training.pretrain_demo_towers import mask_whole_reports
+
+    tokenizer = BertTokenizer.from_pretrained(COMMITTED / TEXT_FOLDER)
+    encoded = tokenizer(["the heart is enlarged.", "no pleural effusion.", "normal chest radiograph."] * 4,
+                        padding="max_length", max_length=12, return_tensors="pt")
+    ids, attention = encoded["input_ids"], encoded["attention_mask"]
+    partly = ids.clone()
+    partly[:, 1] = tokenizer.mask_token_id  # the processor's random masking: the first word of every report
+    labels = torch.full_like(ids, -100)
+    labels[:, 1] = ids[:, 1]
+    inputs = {"input_ids": ids, "attention_mask": attention, "mlm_input_ids": partly.clone(), "mlm_labels": labels.clone()}
+    mask_whole_reports(inputs, tokenizer, 0.5, torch.Generator().manual_seed(0))
+
+    words = (attention == 1) & ~torch.isin(ids, torch.tensor(tokenizer.all_special_ids))
+    whole = (inputs["mlm_input_ids"] == tokenizer.mask_token_id).sum(1) == words.sum(1)
+    assert 0 < whole.sum() < len(ids)  # some reports, not all
+    for row in range(len(ids)):
+        if whole[row]:  # every word masked and labelled with itself; [CLS], [SEP] and padding untouched
+            assert torch.equal(inputs["mlm_input_ids"][row][words[row]], torch.full((int(words[row].sum()),),
+                                                                                      tokenizer.mask_token_id))
+            assert torch.equal(inputs["mlm_labels"][row][words[row]], ids[row][words[row]])
+            assert torch.equal(inputs["mlm_input_ids"][row][~words[row]], ids[row][~words[row]])
+            assert (inputs["mlm_labels"][row][~words[row]] == -100).all()
+        else:  # the processor's corruption is kept as it was
+            assert torch.equal(inputs["mlm_input_ids"][row], partly[row])
+            assert torch.equal(inputs["mlm_labels"][row], labels[row])
+    again = {**inputs, "mlm_input_ids": partly.clone(), "mlm_labels": labels.clone()}
+    mask_whole_reports(again, tokenizer, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(again["mlm_input_ids"], inputs["mlm_input_ids"])  # replayable from the seed

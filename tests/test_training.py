@@ -84,7 +84,7 @@ def test_training_lowers_the_loss_and_saves_a_loadable_model(tiny_demo, tmp_path
     assert model_dir == tmp_path / "run" / "model"
     trained = AltaForPreTraining.from_pretrained(model_dir)
     after = _fixed_batch_loss(trained, tiny_demo, load_processor(model_dir))
-    assert after < 0.8 * before, (before, after)
+    assert after < 0.85 * before, (before, after)  # a fixed batch, so that the drop is the training's
 
     # the folder is a complete model: inference class, processor, remote code, the run's arguments and best metric
     saved = json.loads((model_dir / "training_args.json").read_text())

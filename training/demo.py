@@ -32,6 +32,10 @@ __all__ = ["main"]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
 DEMO_TOWERS = REPO_ROOT / "demo_towers"
+# The demo towers' geometry without the training augmentation: the demo data has no pose or exposure variation, and
+# the official recipe's random affine (20 degrees, 10 % shifts, shear) would be the main thing a small frozen tower's
+# features vary with, drowning the findings (benchmarks/RESULTS.md, "Why the demo does not learn").
+DEMO_PROCESSOR = REPO_ROOT / "configs" / "processor" / "demo_unaugmented.json"
 _DATA_PARTS = ("pretrain", "eval", "tokenizer")
 # the generator options of the study's variant without prior and lateral views
 FRONTAL_ONLY = ["--prior-fraction", "0", "--lateral-fraction", "0"]
@@ -163,7 +167,7 @@ def main(argv=None) -> dict:
     train_arguments = ["--config", str(DEMO_CONFIG), "--train_dataset", str(data_dir / "pretrain"),
                        "--validation_data", str(data_dir / "eval"), "--output_dir", str(output_dir),
                        "--init_from_mrm", str(towers / "MRM.pth"), "--init_from_cxr_bert", str(towers / "cxr-bert-demo"),
-                       "--processor_config", str(REPO_ROOT / "configs" / "processor" / "demo.json")]
+                       "--processor_config", str(DEMO_PROCESSOR)]
     if args.num_train_epochs is not None:
         train_arguments += ["--num_train_epochs", str(args.num_train_epochs)]
     if args.resume:
@@ -176,7 +180,7 @@ def main(argv=None) -> dict:
     result = run_task("demo", model, processor, data_dir / "eval", split="test", output_dir=output_dir / "evaluation",
                       model_name=str(model_dir), progress=False)
     training_args = json.loads((model_dir / "training_args.json").read_text())
-    checks = _checks(model_dir, towers, data_dir / "pretrain", REPO_ROOT / "configs" / "processor" / "demo.json")
+    checks = _checks(model_dir, towers, data_dir / "pretrain", DEMO_PROCESSOR)
     finished = time.perf_counter()
     summary = {
         "model_dir": str(model_dir),

@@ -11,6 +11,10 @@ and ALTA then adapts both, frozen. This script is the demo's first stage. It tra
   (normalised pixels), as MAE/MRM;
 - masked report modelling: 50 % of the report's tokens masked ([MASK]), predicted by the text tower with the
   pooled image feature added to its input embeddings (MRM's record modelling; the image map is MRM's `bert_mlp`).
+  Half of the reports are masked whole (`--whole-report-fraction`): a templated report states its finding twice
+  (findings and impression), so with random masking alone the MLM fills the gaps from the text and ignores the
+  image; a whole-masked report can only be read off the image. The pooled feature is the current frontal's
+  (`--condition-on frontal`), the view ALTA's evaluation embeds.
 
 Adapters, projection heads, logit scales and view/time embeddings are not part of the towers: they stay at ALTA's
 initialisation and are not written. The outputs:
@@ -147,16 +151,21 @@ def _parse(argv) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default="demo_data", help="demo data (python -m alta_hf.dataset_scripts.demo)")
     parser.add_argument("--output-dir", default="demo_towers")
-    parser.add_argument("--epochs", type=int, default=40, help="passes over the demo training split")
+    parser.add_argument("--epochs", type=int, default=45, help="passes over the demo training split (45 made demo_towers/)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (tests, trials)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--warmup-epochs", type=float, default=2.0)
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--mask-ratio", type=float, default=0.75, help="image patches masked (MAE's 0.75)")
+    parser.add_argument("--pixel-target", choices=("normalised", "raw"), default="normalised",
+                        help="reconstruct per-patch normalised pixels (MAE's norm_pix_loss, as MRM) or raw pixels")
+    parser.add_argument("--mlm-weight", type=float, default=1.0, help="weight of the report MLM against reconstruction")
     parser.add_argument("--mlm-probability", type=float, default=0.5, help="report tokens masked (MRM's 0.5)")
-    parser.add_argument("--condition-on", choices=("all-views", "frontal"), default="all-views",
+    parser.add_argument("--condition-on", choices=("all-views", "frontal"), default="frontal",
                         help="views whose pooled [CLS] conditions the report MLM (all-views: as ALTA pools them)")
+    parser.add_argument("--whole-report-fraction", type=float, default=0.5,
+                        help="share of studies whose whole report is masked, so that it must be read off the image")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-workers", type=int, default=1, help="DataLoader workers")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the training process")
@@ -180,6 +189,8 @@ def _build(args):
     config = AltaConfig.from_json_file(TOWERS_CONFIG)
     config.text_config.vocab_size, config.text_config.pad_token_id = len(tokenizer), tokenizer.pad_token_id
     config.vision_config.mask_ratio = args.mask_ratio
+    config.vision_config.norm_pix_loss = args.pixel_target == "normalised"
+    config.mlm_loss_weight = args.mlm_weight
     torch.manual_seed(args.seed)
     model = AltaForPreTraining(config)
     trainable = set(tower_parameter_names(model))
@@ -188,7 +199,21 @@ def _build(args):
     dataset = StudyDataset(rows, processor, image_root, seed=args.seed)
     loader_args = SimpleNamespace(per_device_train_batch_size=args.batch_size, seed=args.seed)
     sampler, loader = build_train_loader(dataset, SimpleNamespace(dataloader_num_workers=args.num_workers), loader_args)
-    return model, meta["tokenizer_dir"], dataset, sampler, loader
+    return model, meta["tokenizer_dir"], dataset, sampler, loader, tokenizer
+
+
+def mask_whole_reports(inputs: dict, tokenizer, fraction: float, generator) -> None:
+    """Mask every word of a random `fraction` of the reports (in place): the MLM can then only read the findings off
+    the image, which is what makes the image feature carry them (random 50 % masking leaves enough of a templated
+    report to fill the gaps from the text alone)."""
+    import torch
+
+    ids = inputs["input_ids"]
+    rows = torch.rand(ids.shape[0], generator=generator) < fraction
+    special = torch.tensor(tokenizer.all_special_ids)
+    words = (inputs["attention_mask"] == 1) & ~torch.isin(ids, special) & rows[:, None]
+    inputs["mlm_input_ids"] = torch.where(words, tokenizer.mask_token_id, inputs["mlm_input_ids"])
+    inputs["mlm_labels"] = torch.where(words, ids, inputs["mlm_labels"])
 
 
 def _optimizer_and_schedule(model, args, steps_per_epoch: int, total_steps: int):
@@ -226,9 +251,11 @@ def _load_state(path: Path, model, optimizer, scheduler) -> dict:
 
 def _write_outputs(args, model, tokenizer_dir, output_dir: Path, summary: dict) -> dict:
     text_dir = output_dir / TEXT_FOLDER
-    mrm_args = argparse.Namespace(model="demo_towers", mask_ratio=args.mask_ratio, norm_pix_loss=True,
+    mrm_args = argparse.Namespace(model="demo_towers", mask_ratio=args.mask_ratio,
+                                  norm_pix_loss=args.pixel_target == "normalised",
                                   batch_size=args.batch_size, epochs=args.epochs, lr=args.learning_rate,
-                                  mlm_probability=args.mlm_probability, condition_on=args.condition_on, seed=args.seed)
+                                  mlm_probability=args.mlm_probability, whole_report_fraction=args.whole_report_fraction,
+                                  condition_on=args.condition_on, seed=args.seed)
     export_mrm(model, output_dir / "MRM.pth", mrm_args)
     export_text_folder(model, tokenizer_dir, text_dir)
     files = sorted([output_dir / "MRM.pth", *(p for p in text_dir.iterdir() if p.is_file())])
@@ -246,7 +273,8 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(args.threads)
     output_dir = Path(args.output_dir)
-    model, tokenizer_dir, dataset, sampler, loader = _build(args)
+    model, tokenizer_dir, dataset, sampler, loader, tokenizer = _build(args)
+    generator = torch.Generator().manual_seed(args.seed)
     steps_per_epoch = len(loader)
     total_steps = args.epochs * steps_per_epoch
     if args.max_steps is not None:
@@ -275,6 +303,8 @@ def main(argv=None) -> dict:
                 # varies most between pooled features)
                 inputs["view_mask"] = inputs["view_mask"].clone()
                 inputs["view_mask"][:, 1:] = 0
+            if args.whole_report_fraction:
+                mask_whole_reports(inputs, tokenizer, args.whole_report_fraction, generator)
             output = model(**inputs, compute_contrastive_losses=False)
             optimizer.zero_grad(set_to_none=True)
             output.loss.backward()
@@ -298,7 +328,8 @@ def main(argv=None) -> dict:
         "command": "python -m alta_hf.training.pretrain_demo_towers " + shlex.join(argv if argv is not None else sys.argv[1:]),
         "seed": args.seed, "steps": step, "epochs": epoch, "steps_per_epoch": steps_per_epoch,
         "batch_size": args.batch_size, "learning_rate": args.learning_rate, "mask_ratio": args.mask_ratio,
-        "mlm_probability": args.mlm_probability, "condition_on": args.condition_on, "train_studies": len(dataset),
+        "mlm_probability": args.mlm_probability, "whole_report_fraction": args.whole_report_fraction,
+        "condition_on": args.condition_on, "train_studies": len(dataset),
         "wall_seconds": round(wall, 1), "seconds_per_step": round(wall / max(step, 1), 3),
         "cpu": _cpu_name(), "torch_threads": args.threads, "dataloader_workers": args.num_workers,
         "torch": torch.__version__, "final_losses": history[-1] if history else {}, "history": history,
