@@ -171,3 +171,17 @@ def test_whole_report_masking_masks_every_word_of_the_chosen_reports_only():
     again = {**inputs, "mlm_input_ids": partly.clone(), "mlm_labels": labels.clone()}
     mask_whole_reports(again, tokenizer, 0.5, torch.Generator().manual_seed(0))
     assert torch.equal(again["mlm_input_ids"], inputs["mlm_input_ids"])  # replayable from the seed
+
+
+def test_pretraining_resumes_exactly(towers, tmp_path):
+    data = towers[0]
+    common = ["--data-dir", str(data), "--batch-size", "4", "--num-workers", "0", "--epochs", "2"]
+    pretrain(common + ["--output-dir", str(tmp_path / "straight")])
+    pretrain(common + ["--output-dir", str(tmp_path / "resumed"), "--max-steps", "2"])  # stops after epoch 1
+    pretrain(common + ["--output-dir", str(tmp_path / "resumed"), "--resume"])
+    straight, _ = load_original_checkpoint(tmp_path / "straight" / "MRM.pth")
+    resumed, _ = load_original_checkpoint(tmp_path / "resumed" / "MRM.pth")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+    text = [load_file(tmp_path / run / TEXT_FOLDER / "model.safetensors") for run in ("straight", "resumed")]
+    assert all(torch.equal(text[0][key], text[1][key]) for key in text[0])

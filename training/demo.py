@@ -87,7 +87,7 @@ def _peak_memory_mib() -> float:
     return round((own + children) / 1024, 1)
 
 
-def _checks(model_dir: Path, towers: Path, pretrain_dir: Path, processor_config: Path) -> dict:
+def _checks(model_dir: Path, towers: Path, pretrain_dir: Path) -> dict:
     from alta_hf.modeling_alta import AltaForPreTraining
     from alta_hf.modeling_alta.convert_pretrained_towers import build_from_pretrained_towers
     from alta_hf.processing import load_processor
@@ -180,7 +180,7 @@ def main(argv=None) -> dict:
     result = run_task("demo", model, processor, data_dir / "eval", split="test", output_dir=output_dir / "evaluation",
                       model_name=str(model_dir), progress=False)
     training_args = json.loads((model_dir / "training_args.json").read_text())
-    checks = _checks(model_dir, towers, data_dir / "pretrain", DEMO_PROCESSOR)
+    checks = _checks(model_dir, towers, data_dir / "pretrain")
     finished = time.perf_counter()
     summary = {
         "model_dir": str(model_dir),

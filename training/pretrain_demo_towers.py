@@ -229,16 +229,17 @@ def _optimizer_and_schedule(model, args, steps_per_epoch: int, total_steps: int)
     return optimizer, get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
 
 
-def _save_state(path: Path, model, optimizer, scheduler, epoch: int, step: int, history: list, seconds: float) -> None:
+def _save_state(path: Path, model, optimizer, scheduler, generator, epoch: int, step: int, history: list,
+                seconds: float) -> None:
     import torch
 
     trainable = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
     _atomic_torch_save({"model": trainable, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                         "epoch": epoch, "step": step, "history": history, "seconds": seconds,
-                        "rng": torch.random.get_rng_state()}, path)
+                        "rng": torch.random.get_rng_state(), "report_mask_rng": generator.get_state()}, path)
 
 
-def _load_state(path: Path, model, optimizer, scheduler) -> dict:
+def _load_state(path: Path, model, optimizer, scheduler, generator) -> dict:
     import torch
 
     state = torch.load(path, weights_only=True)
@@ -246,6 +247,7 @@ def _load_state(path: Path, model, optimizer, scheduler) -> dict:
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     torch.random.set_rng_state(state["rng"])
+    generator.set_state(state["report_mask_rng"])  # which reports are masked whole: resume replays the same draws
     return state
 
 
@@ -283,7 +285,7 @@ def main(argv=None) -> dict:
     state_path = output_dir / _STATE_DIR / "state.pt"
     epoch, step, history, seconds = 0, 0, [], 0.0
     if args.resume and state_path.is_file():
-        state = _load_state(state_path, model, optimizer, scheduler)
+        state = _load_state(state_path, model, optimizer, scheduler, generator)
         epoch, step, history, seconds = state["epoch"], state["step"], state["history"], state["seconds"]
         print(f"resumed at epoch {epoch}, step {step}")
     model.train()
@@ -320,7 +322,8 @@ def main(argv=None) -> dict:
         means = {name: round(value / max(batches, 1), 4) for name, value in sums.items()}
         history.append({"epoch": epoch, "step": step, **means, "seconds": round(time.perf_counter() - started, 1)})
         progress.write(json.dumps(history[-1]))
-        _save_state(state_path, model, optimizer, scheduler, epoch, step, history, time.perf_counter() - started)
+        _save_state(state_path, model, optimizer, scheduler, generator, epoch, step, history,
+                    time.perf_counter() - started)
     progress.close()
     wall = time.perf_counter() - started
     model.eval()
@@ -329,6 +332,7 @@ def main(argv=None) -> dict:
         "seed": args.seed, "steps": step, "epochs": epoch, "steps_per_epoch": steps_per_epoch,
         "batch_size": args.batch_size, "learning_rate": args.learning_rate, "mask_ratio": args.mask_ratio,
         "mlm_probability": args.mlm_probability, "whole_report_fraction": args.whole_report_fraction,
+        "pixel_target": args.pixel_target, "mlm_weight": args.mlm_weight,
         "condition_on": args.condition_on, "train_studies": len(dataset),
         "wall_seconds": round(wall, 1), "seconds_per_step": round(wall / max(step, 1), 3),
         "cpu": _cpu_name(), "torch_threads": args.threads, "dataloader_workers": args.num_workers,
