@@ -42,6 +42,9 @@ def gloo_process_group(rank: int, init_file: str, world_size: int):
     """The process group of one rank started by `run_ranks`: gloo through a shared file, one torch thread (the ranks
     share the cores), destroyed on the way out."""
     torch.set_num_threads(1)
+    # the ranks are processes of this machine: gloo connects them over loopback, not over whatever interface the
+    # hostname resolves to (the two-rank test once hung for its whole 240-s timeout; the cause was not pinned down)
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
     try:
         yield
