@@ -25,7 +25,7 @@ from .adapters_alta import ADAPTER_NAME, tower_adapter_config
 from .configuration_alta import AltaConfig
 from .losses_alta import global_contrastive_loss, local_contrastive_loss, masked_lm_loss, reconstruction_loss
 from .pipelines_alta import custom_pipelines_config
-from .step_work_alta import labelled_rows, pad_to_length, used_text_length
+from .step_work_alta import keep_frozen_weights_uncast, labelled_rows, pad_to_length, used_text_length
 from .weight_files import SafetensorError, corrupt_weights_message
 
 __all__ = [
@@ -330,6 +330,7 @@ class AltaModel(AltaPreTrainedModel):
         self.temporal_embedding = nn.Parameter(torch.zeros(config.num_view_slots // 2, vision_config.hidden_size))
         self.post_init()
         self.apply_trainable_policy()
+        keep_frozen_weights_uncast(self)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.text_model.embeddings.word_embeddings
@@ -527,6 +528,7 @@ class AltaForPreTraining(AltaPreTrainedModel):
         self.missing_view_token = nn.Parameter(torch.zeros(config.num_patches, vision_config.hidden_size))
         self.post_init()
         self.apply_trainable_policy()
+        keep_frozen_weights_uncast(self)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.alta.get_input_embeddings()

@@ -11,14 +11,30 @@
 An absent view slot is *not* skipped: its tokens are the missing-view token plus the position embeddings of the
 patches its own masking noise keeps, so its [CLS] output and local tokens differ from slot to slot and from step
 to step (only at mask ratio 0 would they be a fixed permutation of one computation).
+
+Under autocast a frozen `nn.Linear` still casts its weight to bf16/fp16 at every call, and autograd saves that copy
+to compute the input's gradient: one low-precision copy of every frozen matrix per step, alive until backward.
+`keep_frozen_weights_uncast` routes frozen linears through `FrozenLinearFunction`, which saves the parameter itself
+and recasts it in backward (a cast is cheap next to the matmul it feeds); outputs and gradients are bitwise those of
+`F.linear`.
 """
+
+import functools
 
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-__all__ = ["bf16_autocast_supported", "labelled_rows", "pad_to_length", "used_text_length"]
+__all__ = [
+    "FrozenLinearFunction",
+    "bf16_autocast_supported",
+    "keep_frozen_weights_uncast",
+    "labelled_rows",
+    "pad_to_length",
+    "used_text_length",
+]
 
 
 def used_text_length(attention_mask: torch.Tensor, mlm_labels: torch.Tensor | None = None) -> int:
@@ -63,3 +79,49 @@ def bf16_autocast_supported(device: torch.device | str) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return device.type == "cpu" and _cpu_has_native_bf16()
+
+
+class FrozenLinearFunction(torch.autograd.Function):
+    """`F.linear(x, weight, bias)` under the ambient autocast for a weight that needs no gradient (the bias may: the
+    MLM decoder's is trained), saving the weight parameter for backward instead of autocast's cast of it."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        output = F.linear(x, weight, bias)  # autocast applies here as in nn.Linear; grad mode is off inside forward
+        ctx.save_for_backward(weight)
+        ctx.input_dtype = x.dtype
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (weight,) = ctx.saved_tensors
+        grad_input = grad_bias = None
+        # the products autocast's linear backward computes, in the forward's compute dtype (backward may run inside
+        # the caller's autocast region: keep it out)
+        with torch.autocast(grad_output.device.type, enabled=False):
+            if ctx.needs_input_grad[0]:
+                grad_input = grad_output.matmul(weight.to(grad_output.dtype)).to(ctx.input_dtype)
+            if ctx.needs_input_grad[2]:
+                grad_bias = grad_output.reshape(-1, grad_output.shape[-1]).sum(0).to(ctx.bias_dtype)
+        return grad_input, None, grad_bias
+
+
+def _frozen_aware_linear(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if (not linear.weight.requires_grad and x.requires_grad and torch.is_grad_enabled()
+            and torch.is_autocast_enabled(x.device.type)):
+        return FrozenLinearFunction.apply(x, linear.weight, linear.bias)
+    return F.linear(x, linear.weight, linear.bias)
+
+
+def keep_frozen_weights_uncast(module: nn.Module) -> nn.Module:
+    """Make every plain `nn.Linear` in `module` save its parameter rather than autocast's copy when its weight is
+    frozen.
+
+    The choice is made at each call, from `requires_grad`, so trainable-set changes after this call are honoured;
+    outside autocast, or for trainable weights, the layer runs `F.linear` as before.
+    """
+    for submodule in module.modules():
+        if type(submodule) is nn.Linear:
+            submodule.forward = functools.partial(_frozen_aware_linear, submodule)
+    return module

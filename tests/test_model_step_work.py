@@ -154,3 +154,45 @@ def test_native_bf16_detection_reads_the_cpu_flags(tmp_path):
         cpuinfo.write_text(f"flags\t\t: {flags}\n")
         assert _cpu_has_native_bf16(cpuinfo) == native, flags
     assert not _cpu_has_native_bf16(tmp_path / "missing")
+
+
+def _saved_bytes_and_step(model, batch):
+    """(bytes autograd saves for backward that are not parameters, the step's losses and gradients)."""
+    parameters = {p.data_ptr() for p in model.parameters()}
+    saved = []
+
+    def pack(tensor):
+        if tensor.data_ptr() not in parameters:
+            saved.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step = _forward_backward(model, batch, full_work=False)
+    return sum(saved), step
+
+
+def test_frozen_linears_save_their_weight_not_its_autocast_copy(model):
+    batch = _padded_batch(model.config)
+    frozen = [m for m in model.modules() if type(m) is torch.nn.Linear and not m.weight.requires_grad]
+    assert frozen and all("forward" in vars(m) for m in frozen)
+    calls = []  # frozen matmuls whose input needs a gradient: plain autocast saves a bf16 copy of the weight for each
+    hooks = [m.register_forward_pre_hook(lambda m, args: calls.append(m.weight.numel() * 2) if args[0].requires_grad
+                                         else None) for m in frozen]
+    try:
+        saved, (output, grads) = _saved_bytes_and_step(model, batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert calls
+    originals = {m: vars(m).pop("forward") for m in frozen}  # back to nn.Linear.forward: autocast casts and saves
+    try:
+        plain_saved, (plain_output, plain_grads) = _saved_bytes_and_step(model, batch)
+    finally:
+        for m, forward in originals.items():
+            m.forward = forward
+    assert plain_saved - saved == sum(calls)
+    for name in LOSSES:
+        assert torch.equal(getattr(output, name), getattr(plain_output, name)), name
+    assert set(grads) == set(plain_grads)
+    for name, grad in plain_grads.items():
+        assert torch.equal(grads[name], grad), name
