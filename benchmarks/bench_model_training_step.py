@@ -26,7 +26,9 @@ bytes autograd saves for backward (`torch.autograd.graph.saved_tensors_hooks`, p
 CPU time of a step (less sensitive than wall time to other jobs on the machine) and the floating-point operations
 of a step (`torch.utils.flop_counter.FlopCounterMode`: matmuls, convolutions, attention; exact, noise-free).
 `--bf16` runs the step under CPU bf16 autocast (it pays only with native bf16 matmuls: `amx_bf16` or
-`avx512_bf16` in /proc/cpuinfo).
+`avx512_bf16` in /proc/cpuinfo), and adds `ours, autocast saving its casts`: ours with the frozen linears as plain
+`nn.Linear`, so that autograd keeps autocast's bf16 copy of each frozen weight for backward
+(`keep_frozen_weights_uncast` undone: what the recast in backward saves, and what it costs).
 """
 
 import argparse
@@ -47,6 +49,7 @@ from torch.utils.flop_counter import FlopCounterMode
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPORT_LENGTH = 128
 MODES = ("ours", "full work", "all trainable", "all trainable, full work")
+PLAIN_LINEARS = "ours, autocast saving its casts"  # --bf16 only: frozen linears as plain nn.Linear under autocast
 PHASES = ("image tower", "text tower", "decoder", "MLM head", "projections + losses", "backward")
 
 
@@ -169,6 +172,10 @@ def worker(mode: str, lengths: list[int], steps: int, bf16: bool) -> dict:
     model = AltaForPreTraining(AltaConfig()).train()
     if mode.startswith("all trainable"):
         model.requires_grad_(True)
+    if mode == PLAIN_LINEARS:  # undo keep_frozen_weights_uncast: autocast's bf16 copies are saved for backward
+        for module in model.modules():
+            if type(module) is torch.nn.Linear:
+                vars(module).pop("forward", None)
     rss_model = _status_kib("VmRSS")
     batch = pretraining_batch(model.config, lengths, torch.Generator().manual_seed(1))
     full_work = mode.endswith("full work")
@@ -214,7 +221,7 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs per configuration")
     parser.add_argument("--lengths", choices=["realistic", "full"], default="realistic")
     parser.add_argument("--bf16", action="store_true", help="CPU bf16 autocast")
-    parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=(*MODES, PLAIN_LINEARS), help=argparse.SUPPRESS)
     parser.add_argument("--worker-lengths", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -223,9 +230,10 @@ def main(argv=None) -> None:
         return
 
     lengths, source = report_token_lengths(args.lengths, args.batch_size, torch.Generator().manual_seed(0))
-    runs = {mode: [] for mode in MODES}
+    modes = (MODES[0], PLAIN_LINEARS, *MODES[1:]) if args.bf16 else MODES
+    runs = {mode: [] for mode in modes}
     for _ in range(args.rounds):
-        for mode in MODES:
+        for mode in modes:
             command = [sys.executable, "-m", "benchmarks.bench_model_training_step", "--worker", mode, "--worker-lengths", json.dumps(lengths),
                        "--steps", str(args.steps)] + (["--bf16"] if args.bf16 else [])
             output = subprocess.run(command, check=True, cwd=REPO_ROOT, capture_output=True, text=True).stdout
@@ -240,13 +248,13 @@ def main(argv=None) -> None:
     print("| configuration | trainable params | GFLOP | CPU (s) | step (s) | " + " | ".join(PHASES)
           + " | peak growth (MiB) | saved for backward (MiB) |")
     print("|---|---:|---:|---:|---:|" + "---:|" * len(PHASES) + "---:|---:|")
-    for mode in MODES:
+    for mode in modes:
         row = summary[mode]
         print(f"| {mode} | {runs[mode][0]['trainable']:,} | {row['gflop']:.0f} | {row['cpu_s']:.2f} | {row['step_s']:.2f} | "
               + " | ".join(f"{row[phase]:.2f}" for phase in PHASES)
               + f" | {row['growth_mib']:.0f} | {row['saved_mib']:.0f} |")
     ours = summary["ours"]
-    for other in MODES[1:]:
+    for other in modes[1:]:
         print(f"| ratio ours / {other} | | {ours['gflop'] / summary[other]['gflop']:.2f} | "
               f"{ours['cpu_s'] / summary[other]['cpu_s']:.2f} | {ours['step_s'] / summary[other]['step_s']:.2f} | "
               + " | ".join(f"{ours[p] / summary[other][p]:.2f}" if summary[other][p] > 0 else "" for p in PHASES)
